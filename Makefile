@@ -1,0 +1,79 @@
+# stripe-recon: `make run` and `make test` set up everything they need on a fresh machine.
+# Both are idempotent: a second call installs nothing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+COMPAT_VENV := .venv-compat
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+TOOLS := $(CURDIR)/.cache/bin
+STRIPE_MOCK_VERSION := v0.197.0
+STRIPE_MOCK := $(TOOLS)/stripe-mock
+RUN_DIR ?= data
+PRODUCTS ?= 2000
+export GX_ANALYTICS_ENABLED := false
+export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
+
+.PHONY: help venv run test test-fast test-compat lint bench dist clean services stripe-mock
+
+help:
+	@echo "make run          generate a catalog, start the local Stripe emulator, run the whole job"
+	@echo "make test         install what the tests need and run them"
+	@echo "make test-compat  the end-to-end tests on pyspark 3.5 + delta-spark 3.3 (AWS Glue 5.0)"
+	@echo "make lint | bench | dist | clean"
+
+$(STAMP): setup.py
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+$(STRIPE_MOCK):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)
+
+stripe-mock: $(STRIPE_MOCK)
+
+services:
+	@bash scripts/test_services.sh
+
+run: $(STAMP)
+	@bash scripts/make_run.sh "$(RUN_DIR)" "$(PRODUCTS)"
+
+test: $(STAMP) $(STRIPE_MOCK) services
+	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+$(COMPAT_STAMP): setup.py
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/pip install -q "pyspark>=3.5.3,<3.6" "delta-spark>=3.3,<3.4" \
+	    "great-expectations[spark]>=1.19,<2" "stripe>=16,<17" boto3 "pydantic>=2.6,<3" PyYAML \
+	    pytest "moto[server]>=5" hypothesis psutil
+	$(COMPAT_VENV)/bin/pip install -q --no-deps -e .
+	touch $(COMPAT_STAMP)
+
+test-compat: $(COMPAT_STAMP) $(STRIPE_MOCK)
+	PYSPARK_PYTHON=$(CURDIR)/$(COMPAT_VENV)/bin/python STRIPE_MOCK_BIN=$(STRIPE_MOCK) \
+	    $(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider -m compat $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib jobs tests bench setup.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_bench.py
+
+dist: $(STAMP)
+	rm -rf dist build
+	$(BIN)/pip wheel -q --no-deps -w dist .
+	cp jobs/*.py dist/
+	@ls -l dist
+
+clean:
+	rm -rf $(VENV) $(COMPAT_VENV) dist build data .pytest_cache .ruff_cache lib/*.egg-info spark-warehouse metastore_db derby.log

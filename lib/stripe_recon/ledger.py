@@ -1,0 +1,97 @@
+"""The runs ledger (``gold.runs``): one row per run and stage with counts, versions read, status.
+
+Example::
+
+    run = Run.new(spark, cfg)
+    with run.stage("land_internal") as st:
+        st.counts["rows_in"] = 1000
+        st.versions_read["silver.internal_products"] = 3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from . import tables
+from .config import Config
+from .errors import HeldError
+
+log = logging.getLogger(__name__)
+
+
+def new_run_id() -> str:
+    """Sortable by time (later runs compare greater), unique across concurrent starts."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-" + secrets.token_hex(3)
+
+
+@dataclass
+class StageRecord:
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)
+    versions_read: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+    status: str = "ok"
+
+
+@dataclass
+class Run:
+    spark: SparkSession
+    cfg: Config
+    run_id: str
+    records: list[StageRecord] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, spark: SparkSession, cfg: Config, run_id: str | None = None) -> Run:
+        return cls(spark, cfg, run_id or new_run_id())
+
+    def read_version(self, record: StageRecord, name: str) -> None:
+        """Note the current Delta version of ``name`` as read by this stage."""
+        v = tables.version(self.spark, self.cfg, name)
+        if v is not None:
+            record.versions_read[name] = v
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[StageRecord]:
+        """Time a stage and write its ledger row, whether it succeeds, fails or is held."""
+        record = StageRecord(name)
+        started = dt.datetime.now(dt.timezone.utc)
+        t0 = time.monotonic()
+        try:
+            yield record
+        except HeldError as exc:
+            record.status, record.message = "held", str(exc)
+            raise
+        except Exception as exc:
+            record.status = "failed"
+            record.message = f"{type(exc).__name__}: {exc}"[:2000]
+            raise
+        finally:
+            self._write(record, started, time.monotonic() - t0)
+            self.records.append(record)
+
+    def _write(self, record: StageRecord, started: dt.datetime, seconds: float) -> None:
+        row = (
+            self.run_id,
+            record.name,
+            record.status,
+            started,
+            started + dt.timedelta(seconds=seconds),
+            round(seconds, 3),
+            {k: int(v) for k, v in record.counts.items()},
+            {k: int(v) for k, v in record.versions_read.items()},
+            record.message or None,
+        )
+        try:
+            df = self.spark.createDataFrame([row], tables.RUNS_SCHEMA)
+            tables.append(self.spark, self.cfg, tables.GOLD_RUNS, df)
+        except Exception:  # the ledger must never hide the stage's own error
+            log.exception("could not write the runs ledger row for %s/%s", self.run_id, record.name)

@@ -1,0 +1,93 @@
+"""The one place that builds (or reuses) the SparkSession.
+
+Locally, Delta comes from the delta-spark pip package: ``configure_spark_with_delta_pip`` puts the
+matching ``io.delta`` artifact in ``spark.jars.packages`` and Ivy resolves it (cached under
+``spark.ivy_dir``), together with ``spark.extra_packages`` (the PostgreSQL JDBC driver by default).
+On a cluster (spark-submit, Glue, Databricks) the running session is reused and its master, jars
+and packages are never overridden.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyspark import SparkConf
+from pyspark.sql import SparkSession
+
+from .config import Config
+
+DELTA_SQL_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+# Settings that only change how a query runs; safe to set on a session we did not create.
+RUNTIME_CONF = {
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.databricks.delta.schema.autoMerge.enabled": "false",
+}
+
+
+def on_cluster() -> bool:
+    """True when a launcher (spark-submit, Glue, Databricks) owns the JVM and its configuration."""
+    return any(
+        os.environ.get(var)
+        for var in ("PYSPARK_GATEWAY_PORT", "DATABRICKS_RUNTIME_VERSION", "GLUE_VERSION", "AWS_GLUE_JOB_NAME")
+    )
+
+
+def get_spark(cfg: Config) -> SparkSession:
+    """Return the active session, the cluster's session, or a new local one with Delta enabled.
+
+    Example::
+
+        spark = get_spark(load_config("conf/local.yaml"))
+        spark.range(3).write.format("delta").save("/tmp/t")
+    """
+    session = SparkSession.getActiveSession()
+    if session is None:
+        session = _cluster_session(cfg) if on_cluster() else _local_session(cfg)
+    for key, value in {**RUNTIME_CONF, "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions)}.items():
+        if key == "spark.sql.shuffle.partitions" and on_cluster():
+            continue  # a cluster's own sizing wins
+        session.conf.set(key, value)
+    return session
+
+
+def _cluster_session(cfg: Config) -> SparkSession:
+    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    existing = SparkConf()
+    for key, value in DELTA_SQL_CONF.items():
+        if not existing.contains(key):
+            builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def _local_session(cfg: Config) -> SparkSession:
+    from delta import configure_spark_with_delta_pip
+
+    root = Path(cfg.storage.root) if "://" not in cfg.storage.root else Path("./data")
+    ivy = Path(cfg.spark.ivy_dir).resolve()
+    ivy.mkdir(parents=True, exist_ok=True)
+    builder = (
+        SparkSession.builder.master(cfg.spark.master)
+        .appName(cfg.spark.app_name)
+        .config("spark.jars.ivy", str(ivy))
+        .config("spark.ui.enabled", str(cfg.spark.ui_enabled).lower())
+        .config("spark.sql.warehouse.dir", str((root / "warehouse").resolve()))
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={(root / 'derby').resolve()}")
+        .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+        .config("spark.default.parallelism", str(max(2, cfg.spark.shuffle_partitions)))
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
+        .config("spark.driver.memory", cfg.spark.driver_memory)
+    )
+    for key, value in {**DELTA_SQL_CONF, **RUNTIME_CONF}.items():
+        builder = builder.config(key, value)
+    for key, value in cfg.spark.conf.items():
+        builder = builder.config(key, str(value))
+    builder = configure_spark_with_delta_pip(builder, extra_packages=list(cfg.spark.extra_packages))
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session

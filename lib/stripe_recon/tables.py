@@ -1,0 +1,285 @@
+"""Delta table names, locations, schemas and write helpers.
+
+Every table lives at ``{storage.root}/tables/{layer}/{name}`` (path-based Delta tables: no
+metastore needed locally, on Glue or on Databricks). The schemas below are the contract between
+stages: a stage reads its inputs only through :func:`read` and writes only through the helpers here.
+
+Example::
+
+    df = read(spark, cfg, SILVER_INTERNAL_PRODUCTS)
+    append(spark, cfg, GOLD_DISCREPANCIES, discrepancies_df)
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from .config import Config
+from .errors import InputError
+
+BRONZE_INTERNAL_PRODUCTS = "bronze.internal_products"
+BRONZE_INTERNAL_PRICES = "bronze.internal_prices"
+BRONZE_STRIPE_PRODUCTS = "bronze.stripe_products"
+BRONZE_STRIPE_PRICES = "bronze.stripe_prices"
+SILVER_INTERNAL_PRODUCTS = "silver.internal_products"
+SILVER_INTERNAL_PRICES = "silver.internal_prices"
+SILVER_STRIPE_PRODUCTS = "silver.stripe_products"
+SILVER_STRIPE_PRICES = "silver.stripe_prices"
+GOLD_QUARANTINE = "gold.quarantine"
+GOLD_DISCREPANCIES = "gold.discrepancies"
+GOLD_CORRECTIONS = "gold.corrections"
+GOLD_INTERNAL_CORRECTIONS = "gold.internal_corrections"
+GOLD_PLANS = "gold.plans"
+GOLD_RUNS = "gold.runs"
+
+# Lineage columns carried by bronze and silver rows.
+LINEAGE = [
+    T.StructField("_run_id", T.StringType()),
+    T.StructField("_source", T.StringType()),
+    T.StructField("_source_file", T.StringType()),
+    T.StructField("_ingested_at", T.TimestampType()),
+]
+MAP_SS = T.MapType(T.StringType(), T.StringType())
+
+# Decimal used for internal major-unit amounts: 3-decimal currencies and sub-minor inputs both fit.
+AMOUNT_TYPE = T.DecimalType(24, 6)
+
+SILVER_INTERNAL_PRODUCTS_SCHEMA = T.StructType(
+    [
+        T.StructField("product_id", T.StringType(), False),
+        T.StructField("name", T.StringType()),
+        T.StructField("description", T.StringType()),
+        T.StructField("active", T.BooleanType()),  # as stored; detect treats deleted_at as inactive
+        T.StructField("deleted_at", T.TimestampType()),
+        T.StructField("tax_code", T.StringType()),
+        T.StructField("metadata", MAP_SS),
+        T.StructField("updated_at", T.TimestampType()),
+        *LINEAGE,
+    ]
+)
+
+SILVER_INTERNAL_PRICES_SCHEMA = T.StructType(
+    [
+        T.StructField("price_id", T.StringType(), False),
+        T.StructField("product_id", T.StringType()),
+        T.StructField("currency", T.StringType()),  # lower-case ISO 4217, trimmed
+        T.StructField("amount", AMOUNT_TYPE),  # major units as given (19.99)
+        T.StructField("unit_amount", T.LongType()),  # minor units (1999), exact: else quarantined
+        T.StructField("interval", T.StringType()),  # day|week|month|year, null = one-time
+        T.StructField("interval_count", T.IntegerType()),
+        T.StructField("active", T.BooleanType()),
+        T.StructField("nickname", T.StringType()),
+        T.StructField("updated_at", T.TimestampType()),
+        *LINEAGE,
+    ]
+)
+
+# Stripe silver: one row per Stripe object id (duplicates across ids are kept: detect reports them).
+SILVER_STRIPE_PRODUCTS_SCHEMA = T.StructType(
+    [
+        T.StructField("id", T.StringType(), False),
+        T.StructField("name", T.StringType()),
+        T.StructField("description", T.StringType()),
+        T.StructField("active", T.BooleanType()),
+        T.StructField("tax_code", T.StringType()),
+        T.StructField("metadata", MAP_SS),
+        T.StructField("default_price", T.StringType()),
+        T.StructField("livemode", T.BooleanType()),
+        T.StructField("created", T.TimestampType()),
+        T.StructField("updated", T.TimestampType()),
+        T.StructField("is_deleted", T.BooleanType()),
+        T.StructField("raw", T.StringType()),  # the object's JSON as exported: unknown fields kept
+        *LINEAGE,
+    ]
+)
+
+SILVER_STRIPE_PRICES_SCHEMA = T.StructType(
+    [
+        T.StructField("id", T.StringType(), False),
+        T.StructField("product", T.StringType()),  # Stripe product id
+        T.StructField("lookup_key", T.StringType()),
+        T.StructField("currency", T.StringType()),
+        T.StructField("unit_amount", T.LongType()),
+        T.StructField("type", T.StringType()),  # one_time | recurring
+        T.StructField("interval", T.StringType()),
+        T.StructField("interval_count", T.IntegerType()),
+        T.StructField("active", T.BooleanType()),
+        T.StructField("nickname", T.StringType()),
+        T.StructField("metadata", MAP_SS),
+        T.StructField("livemode", T.BooleanType()),
+        T.StructField("created", T.TimestampType()),
+        T.StructField("is_deleted", T.BooleanType()),
+        T.StructField("raw", T.StringType()),
+        *LINEAGE,
+    ]
+)
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("stage", T.StringType()),  # land | validate | plan
+        T.StructField("source", T.StringType()),  # internal | stripe | plan
+        T.StructField("entity", T.StringType()),  # product | price | correction | unknown
+        T.StructField("key", T.StringType()),
+        T.StructField("reasons", T.ArrayType(T.StringType())),
+        T.StructField("record", T.StringType()),  # the rejected row as JSON (or the raw line)
+        T.StructField("source_file", T.StringType()),
+        T.StructField("quarantined_at", T.TimestampType()),
+    ]
+)
+
+DISCREPANCIES_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("entity", T.StringType()),  # product | price
+        T.StructField("key", T.StringType()),  # internal key (product_id / price_id); null if none
+        T.StructField("stripe_id", T.StringType()),
+        T.StructField("kind", T.StringType()),
+        T.StructField("attribute", T.StringType()),  # field_mismatch only ("metadata.color" style)
+        T.StructField("internal_value", T.StringType()),
+        T.StructField("stripe_value", T.StringType()),
+        T.StructField("owner", T.StringType()),
+        T.StructField("action", T.StringType()),  # push | pull | review | ignore | create | archive | replace
+        T.StructField("detected_at", T.TimestampType()),
+    ]
+)
+
+CORRECTIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("correction_id", T.StringType(), False),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("plan_hash", T.StringType()),
+        T.StructField("seq", T.IntegerType()),  # dependency order: products (0) before prices (1) ...
+        T.StructField("entity", T.StringType()),
+        T.StructField("key", T.StringType()),
+        T.StructField("stripe_id", T.StringType()),
+        T.StructField("operation", T.StringType()),
+        T.StructField("payload", T.StringType()),  # JSON of the request parameters
+        T.StructField("observed", T.StringType()),  # JSON of the Stripe values seen at detection
+        T.StructField("idempotency_key", T.StringType()),
+        T.StructField("status", T.StringType()),  # planned|applied|failed|stale|skipped|held
+        T.StructField("attempts", T.IntegerType()),
+        T.StructField("last_error", T.StringType()),
+        T.StructField("result_id", T.StringType()),  # id of the object created/updated in Stripe
+        T.StructField("created_at", T.TimestampType()),
+        T.StructField("updated_at", T.TimestampType()),
+    ]
+)
+
+INTERNAL_CORRECTIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("correction_id", T.StringType(), False),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("entity", T.StringType()),
+        T.StructField("key", T.StringType()),
+        T.StructField("attribute", T.StringType()),
+        T.StructField("current_value", T.StringType()),
+        T.StructField("new_value", T.StringType()),
+        T.StructField("stripe_id", T.StringType()),
+        T.StructField("created_at", T.TimestampType()),
+    ]
+)
+
+RUNS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("stage", T.StringType()),
+        T.StructField("status", T.StringType()),  # ok | failed | held
+        T.StructField("started_at", T.TimestampType()),
+        T.StructField("finished_at", T.TimestampType()),
+        T.StructField("duration_s", T.DoubleType()),
+        T.StructField("counts", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("versions_read", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("message", T.StringType()),
+    ]
+)
+
+
+def table_path(cfg: Config, name: str) -> str:
+    """``gold.runs`` -> ``{storage.root}/tables/gold/runs`` (local path or Hadoop URI)."""
+    layer, _, table = name.partition(".")
+    if not table:
+        raise ValueError(f"table name must be layer.name, got {name!r}")
+    return f"{cfg.storage.root.rstrip('/')}/tables/{layer}/{table}"
+
+
+def exists(spark: SparkSession, cfg: Config, name: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, table_path(cfg, name))
+
+
+def read(spark: SparkSession, cfg: Config, name: str, hint: str | None = None) -> DataFrame:
+    """Read a table; a missing table is an error that says which command creates it."""
+    if not exists(spark, cfg, name):
+        what = hint or "run the stage that writes it first (see `recon --help`)"
+        raise InputError(f"table {name} does not exist at {table_path(cfg, name)}: {what}")
+    return spark.read.format("delta").load(table_path(cfg, name))
+
+
+def read_or_empty(spark: SparkSession, cfg: Config, name: str, schema: T.StructType) -> DataFrame:
+    if exists(spark, cfg, name):
+        return spark.read.format("delta").load(table_path(cfg, name))
+    return spark.createDataFrame([], schema)
+
+
+def version(spark: SparkSession, cfg: Config, name: str) -> int | None:
+    """The table's current Delta version (recorded in the runs ledger as 'versions read')."""
+    from delta.tables import DeltaTable
+
+    if not exists(spark, cfg, name):
+        return None
+    row = DeltaTable.forPath(spark, table_path(cfg, name)).history(1).select("version").first()
+    return int(row[0]) if row else None
+
+
+def append(spark: SparkSession, cfg: Config, name: str, df: DataFrame, txn: tuple[str, int] | None = None) -> None:
+    """Append; with ``txn=(app_id, version)`` a repeat of the same pair is skipped by Delta."""
+    writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
+    if txn is not None:
+        writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
+    writer.save(table_path(cfg, name))
+
+
+def overwrite(spark: SparkSession, cfg: Config, name: str, df: DataFrame) -> None:
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .save(table_path(cfg, name))
+    )
+
+
+def replace_where(spark: SparkSession, cfg: Config, name: str, df: DataFrame, condition: str) -> None:
+    """Atomically replace the rows matching ``condition`` (e.g. one run's rows) with ``df``."""
+    if not exists(spark, cfg, name):
+        append(spark, cfg, name, df)
+        return
+    df.write.format("delta").mode("overwrite").option("replaceWhere", condition).save(table_path(cfg, name))
+
+
+def merge_upsert(spark: SparkSession, cfg: Config, name: str, df: DataFrame, keys: list[str]) -> None:
+    """Insert new keys and update changed rows; ``df`` must be unique on ``keys``."""
+    from delta.tables import DeltaTable
+
+    if not exists(spark, cfg, name):
+        append(spark, cfg, name, df)
+        return
+    cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    (
+        DeltaTable.forPath(spark, table_path(cfg, name))
+        .alias("t")
+        .merge(df.alias("s"), cond)
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def latest_run_id(spark: SparkSession, cfg: Config, name: str) -> str | None:
+    """The run_id of the newest rows of a gold table (by the runs ledger order)."""
+    if not exists(spark, cfg, name):
+        return None
+    row = read(spark, cfg, name).selectExpr("max(run_id)").first()
+    return row[0] if row else None

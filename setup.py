@@ -1,0 +1,53 @@
+"""Packaging for stripe-recon.
+
+The library lives under lib/ (package_dir) and the YAML/JSON configuration under conf/ is shipped
+inside the wheel as the ``stripe_recon.conf`` package, so a cluster install needs no checkout.
+The version comes from one place: ``lib/stripe_recon/__init__.py``.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "lib/stripe_recon/__init__.py").read_text()
+).group(1)
+
+CORE = [
+    "pyspark>=4.0.1,<4.1",
+    "delta-spark>=4.0.0,<4.1",
+    "great-expectations[spark]>=1.19,<2",
+    "stripe>=16,<17",
+    "boto3>=1.34",
+    "pydantic>=2.6,<3",
+    "PyYAML>=6",
+]
+DEV = [
+    "pytest>=8",
+    "chispa>=0.10",
+    "moto[server]>=5",
+    "ruff>=0.5",
+    "hypothesis>=6",
+    "datacompy>=1.1,<2",
+    "psutil>=5",
+]
+
+setup(
+    name="stripe-recon",
+    version=VERSION,
+    description="Reconcile an internal product catalog with Stripe using PySpark and Delta Lake",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    package_dir={"": "lib", "stripe_recon.conf": "conf"},
+    packages=find_packages("lib") + ["stripe_recon.conf", "stripe_recon.conf.expectations"],
+    package_data={
+        "stripe_recon.conf": ["*.yaml"],
+        "stripe_recon.conf.expectations": ["*.json"],
+    },
+    install_requires=CORE,
+    extras_require={"dev": DEV},
+    entry_points={"console_scripts": ["recon=stripe_recon.cli:main"]},
+)

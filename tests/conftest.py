@@ -1,0 +1,62 @@
+"""Shared fixtures: one SparkSession for the whole test session, and an isolated config per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+
+from stripe_recon.config import Config, load_config  # noqa: E402
+from stripe_recon.ledger import Run  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _test_config(root: Path, *overrides: str) -> Config:
+    return load_config(
+        REPO / "conf" / "local.yaml",
+        [
+            f"storage.root={root}",
+            "spark.shuffle_partitions=2",
+            "spark.master=local[2]",
+            f"spark.ivy_dir={REPO / '.cache' / 'ivy'}",
+            "spark.driver_memory=3g",
+            *overrides,
+        ],
+        environ={},
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from stripe_recon.spark import get_spark
+
+    cfg = _test_config(tmp_path_factory.mktemp("spark"))
+    session = get_spark(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    """A config whose storage.root is this test's own folder."""
+    return _test_config(tmp_path / "data")
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """Build a config for this test's folder with extra ``key=value`` overrides."""
+
+    def _make(*overrides: str) -> Config:
+        return _test_config(tmp_path / "data", *overrides)
+
+    return _make
+
+
+@pytest.fixture
+def run(spark, cfg) -> Run:
+    return Run.new(spark, cfg)
