@@ -151,6 +151,29 @@ class ValidationConf(Section):
     data_docs: bool = True
 
 
+class GlueDeploy(Section):
+    """Where ``recon deploy glue`` puts the job (see README "Deployment")."""
+
+    job_name: str = "stripe-recon"
+    role_arn: str | None = None          # IAM role the job runs as (README lists its permissions)
+    s3_prefix: str | None = None         # s3://bucket/path: the wheel, the script and temp files go here
+    region: str | None = None
+    endpoint_url: str | None = None      # for tests (moto server)
+    worker_type: str = "G.1X"
+    number_of_workers: int = Field(2, ge=2)
+    timeout_minutes: int = Field(120, ge=1)
+    max_retries: int = Field(0, ge=0)
+    command: str = "run"                 # the recon command the job runs (e.g. "run --dry-run")
+    config: str = "glue.yaml"            # a packaged conf name or an s3:// / local YAML path
+    overrides: list[str] = Field(default_factory=list)   # --set pairs passed to every run
+    additional_python_modules: list[str] = Field(default_factory=list)  # beyond the uploaded wheel
+    schedule: str | None = None          # Glue cron, e.g. "cron(0 3 * * ? *)": creates/updates a trigger
+
+
+class DeployConf(Section):
+    glue: GlueDeploy = Field(default_factory=GlueDeploy)
+
+
 class Config(Section):
     storage: Storage = Field(default_factory=Storage)
     spark: SparkConf = Field(default_factory=SparkConf)
@@ -163,6 +186,7 @@ class Config(Section):
     detect: DetectConf = Field(default_factory=DetectConf)
     guard: Guard = Field(default_factory=Guard)
     validation: ValidationConf = Field(default_factory=ValidationConf)
+    deploy: DeployConf = Field(default_factory=DeployConf)
 
     def with_overrides(self, *pairs: str) -> Config:
         """A copy of this config with ``a.b=c`` overrides applied (values parsed as YAML)."""
@@ -176,7 +200,35 @@ def conf_dir() -> Path:
     """The folder holding base.yaml: the checkout's conf/ or, from a wheel, the packaged copy."""
     if (REPO_CONF / "base.yaml").exists():
         return REPO_CONF
-    return Path(str(resources.files("stripe_recon.conf")))
+    packaged = resources.files("stripe_recon.conf")
+    if Path(str(packaged), "base.yaml").is_file():
+        return Path(str(packaged))
+    return _extract_zipped_conf(packaged)
+
+
+def _extract_zipped_conf(packaged: Any) -> Path:
+    """Copy the packaged conf out of a zip (``spark-submit --py-files recon.zip``) to a temp folder,
+    once per process, so every reader can use plain paths."""
+    import tempfile
+
+    global _EXTRACTED_CONF
+    if _EXTRACTED_CONF is None:
+        target = Path(tempfile.mkdtemp(prefix="stripe_recon_conf_"))
+
+        def copy(node: Any, dest: Path) -> None:
+            dest.mkdir(parents=True, exist_ok=True)
+            for child in node.iterdir():
+                if child.is_dir():
+                    copy(child, dest / child.name)
+                elif child.name.endswith((".yaml", ".json")):
+                    (dest / child.name).write_bytes(child.read_bytes())
+
+        copy(packaged, target)
+        _EXTRACTED_CONF = target
+    return _EXTRACTED_CONF
+
+
+_EXTRACTED_CONF: Path | None = None
 
 
 def expectations_dir() -> Path:
