@@ -162,20 +162,12 @@ def cmd_land_stripe(args: argparse.Namespace, cfg: Config) -> int:
         sets.append("sources.stripe.mode=api")
     if args.format:
         sets.append(f"sources.stripe.format={args.format}")
+    from .pipeline import land_stripe
+
     cfg = cfg.with_overrides(*sets)
     run = _run(args, cfg)
     _print({"run_id": run.run_id, **land_stripe(run)})
     return 0
-
-
-def land_stripe(run) -> dict[str, Any]:
-    if run.cfg.sources.stripe.mode == "api":
-        from .land.stripe_api import land_stripe_api
-
-        return land_stripe_api(run)
-    from .land.stripe_files import land_stripe_files
-
-    return land_stripe_files(run)
 
 
 def cmd_validate(args: argparse.Namespace, cfg: Config) -> int:

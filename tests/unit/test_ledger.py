@@ -1,0 +1,36 @@
+"""The runs ledger writes one row per stage, with its outcome, whether the stage succeeds or fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from stripe_recon import tables
+from stripe_recon.errors import HeldError
+from stripe_recon.ledger import Run, new_run_id
+
+
+def test_run_ids_sort_by_time_and_are_unique():
+    ids = [new_run_id() for _ in range(50)]
+    assert len(set(ids)) == 50
+    assert sorted(ids, key=lambda i: i.split("-")[0]) == ids
+
+
+def test_stage_rows_record_status_counts_and_versions(spark, cfg):
+    run = Run.new(spark, cfg, run_id="r1")
+    tables.append(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, spark.range(1).selectExpr("'p' AS product_id"))
+    with run.stage("land") as st:
+        st.counts["rows_in"] = 7
+        run.read_version(st, tables.SILVER_INTERNAL_PRODUCTS)
+    with pytest.raises(HeldError):
+        with run.stage("plan"):
+            raise HeldError("too many changes")
+    with pytest.raises(ValueError):
+        with run.stage("push"):
+            raise ValueError("boom")
+    rows = {r.stage: r for r in tables.read(spark, cfg, tables.GOLD_RUNS).collect()}
+    assert rows["land"].status == "ok"
+    assert rows["land"].counts == {"rows_in": 7}
+    assert rows["land"].versions_read == {tables.SILVER_INTERNAL_PRODUCTS: 0}
+    assert (rows["plan"].status, rows["plan"].message) == ("held", "too many changes")
+    assert (rows["push"].status, rows["push"].message) == ("failed", "ValueError: boom")
+    assert {r.run_id for r in rows.values()} == {"r1"}
