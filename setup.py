@@ -15,16 +15,22 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (HERE / "lib/stripe_recon/__init__.py").read_text()
 ).group(1)
 
+# pyspark and delta-spark are NOT core requirements: Glue, Databricks and a spark-submit cluster
+# bring their own Spark (and Delta via --datalake-formats / the runtime), and a wheel that required
+# pyspark 4 would make pip install a second, mismatched Spark there. Local use: `pip install
+# "stripe-recon[spark]"` (the Makefile's `.[dev]` includes it).
 CORE = [
-    "pyspark>=4.0.1,<4.1",
-    "delta-spark>=4.0.0,<4.1",
-    "great-expectations[spark]>=1.19,<2",
+    "great-expectations>=1.19,<2",
     "stripe>=16,<17",
     "boto3>=1.34",
     "pydantic>=2.6,<3",
     "PyYAML>=6",
 ]
-DEV = [
+SPARK = [
+    "pyspark>=4.0.1,<4.1",
+    "delta-spark>=4.0.0,<4.1",
+]
+DEV = SPARK + [
     "pytest>=8",
     "chispa>=0.10",
     "moto[server]>=5",
@@ -48,6 +54,6 @@ setup(
         "stripe_recon.conf.expectations": ["*.json"],
     },
     install_requires=CORE,
-    extras_require={"dev": DEV},
+    extras_require={"spark": SPARK, "dev": DEV},
     entry_points={"console_scripts": ["recon=stripe_recon.cli:main"]},
 )
