@@ -327,6 +327,16 @@ def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
+def resolve_config_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself when it exists; else, for a bare name (``glue.yaml``) or ``conf/<name>``, the
+    copy packaged in the wheel, so an installed job (Glue, Databricks, spark-submit) needs no checkout."""
+    p = Path(path)
+    if p.exists() or not (len(p.parts) == 1 or (len(p.parts) == 2 and p.parts[0] == "conf")):
+        return p
+    packaged = conf_dir() / p.name
+    return packaged if packaged.is_file() else p
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -337,7 +347,8 @@ def load_config(
     data = base
     origin = "conf/base.yaml"
     if path is not None:
-        data = _merge(data, _read_yaml(Path(path)))
+        path = resolve_config_path(path)
+        data = _merge(data, _read_yaml(path))
         origin += f" + {path}"
     env = dict(os.environ if environ is None else environ)
     for pair in _env_pairs(base, env) + list(overrides):
