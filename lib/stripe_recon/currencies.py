@@ -50,5 +50,9 @@ def exponent_expr(currency_col: str) -> str:
 
 
 def to_minor_units_expr(amount_col: str, currency_col: str) -> str:
-    """Spark SQL: a decimal major-unit amount in minor units (decimal; integral iff representable)."""
-    return f"({amount_col} * pow(10, {exponent_expr(currency_col)}))"
+    """Spark SQL: a decimal major-unit amount in minor units (decimal; integral iff representable).
+
+    The factor is a DECIMAL, not ``pow()``'s DOUBLE: decimal * double is a double, and
+    19.99 * 100.0 = 1998.9999999999998 would make exact amounts look unrepresentable.
+    """
+    return f"({amount_col} * CAST(pow(10, {exponent_expr(currency_col)}) AS DECIMAL(4,0)))"
