@@ -164,6 +164,22 @@ CORRECTIONS_SCHEMA = T.StructType(
         T.StructField("result_id", T.StringType()),  # id of the object created/updated in Stripe
         T.StructField("created_at", T.TimestampType()),
         T.StructField("updated_at", T.TimestampType()),
+        # correction_id this one needs applied first (a price whose product is being created)
+        T.StructField("depends_on", T.StringType()),
+    ]
+)
+
+# One row per planning run (gold.plans): the guard's verdict and the approval.
+PLANS_SCHEMA = T.StructType(
+    [
+        T.StructField("plan_hash", T.StringType(), False),  # sha256 of the sorted correction ids
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("status", T.StringType()),  # planned | held | approved
+        T.StructField("counts", T.MapType(T.StringType(), T.LongType())),
+        T.StructField("reasons", T.ArrayType(T.StringType())),  # why the guard held it (empty if not)
+        T.StructField("created_at", T.TimestampType()),
+        T.StructField("approved_at", T.TimestampType()),
+        T.StructField("source_run_id", T.StringType()),  # the detect run whose discrepancies were planned
     ]
 )
 
@@ -283,3 +299,33 @@ def latest_run_id(spark: SparkSession, cfg: Config, name: str) -> str | None:
         return None
     row = read(spark, cfg, name).selectExpr("max(run_id)").first()
     return row[0] if row else None
+
+
+def merge_rows(
+    spark: SparkSession,
+    cfg: Config,
+    name: str,
+    df: DataFrame,
+    keys: list[str],
+    update: dict[str, str] | None = None,
+    insert: bool = True,
+) -> None:
+    """MERGE ``df`` (unique on ``keys``) into ``name``: matched rows get the ``update`` SQL
+    expressions (``t.`` = target, ``s.`` = source; ``None`` = every column from the source);
+    unmatched source rows are inserted when ``insert``. A missing table is created from ``df``.
+
+    Example: ``merge_rows(spark, cfg, GOLD_CORRECTIONS, statuses, ["correction_id"],
+    update={"status": "s.status", "attempts": "t.attempts + s.attempts"}, insert=False)``
+    """
+    from delta.tables import DeltaTable
+
+    if not exists(spark, cfg, name):
+        if insert:
+            append(spark, cfg, name, df)
+        return
+    cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    builder = DeltaTable.forPath(spark, table_path(cfg, name)).alias("t").merge(df.alias("s"), cond)
+    builder = builder.whenMatchedUpdateAll() if update is None else builder.whenMatchedUpdate(set=update)
+    if insert:
+        builder = builder.whenNotMatchedInsertAll()
+    builder.execute()
