@@ -200,10 +200,23 @@ def conf_dir() -> Path:
     """The folder holding base.yaml: the checkout's conf/ or, from a wheel, the packaged copy."""
     if (REPO_CONF / "base.yaml").exists():
         return REPO_CONF
-    packaged = resources.files("stripe_recon.conf")
-    if Path(str(packaged), "base.yaml").is_file():
+    try:
+        packaged: Any = resources.files("stripe_recon.conf")
+    except ModuleNotFoundError:  # conf/ has no __init__.py: not importable from inside a zip
+        packaged = None
+    if packaged is not None and Path(str(packaged), "base.yaml").is_file():
         return Path(str(packaged))
-    return _extract_zipped_conf(packaged)
+    return _extract_zipped_conf(packaged if packaged is not None else _zip_conf())
+
+
+def _zip_conf() -> Any:
+    import zipfile
+
+    archive = getattr(__loader__, "archive", None)  # set by zipimport
+    if not archive:
+        raise ConfigError("cannot find the packaged conf (base.yaml): install the stripe-recon wheel "
+                          "or run from a checkout")
+    return zipfile.Path(archive, at=f"{__package__}/conf/")
 
 
 def _extract_zipped_conf(packaged: Any) -> Path:
