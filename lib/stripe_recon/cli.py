@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429")
     emu.add_argument("--fault-rate", type=float, default=0.0, help="fraction of requests answered with a fault")
     emu.set_defaults(func=cmd_emulator)
+
+    dep = sub.add_parser("deploy", help="deploy the job to a scheduler (AWS Glue 5.0)")
+    dep_sub = dep.add_subparsers(dest="target", required=True, metavar="TARGET")
+    dg = dep_sub.add_parser("glue", help="upload the wheel and entry script to S3; create or update the Glue job")
+    _common(dg)
+    dg.add_argument("--wheel", help="the wheel to upload (default: the newest dist/stripe_recon-*.whl)")
+    dg.add_argument("--script", default="jobs/glue_job.py", help="the Glue entry script (default jobs/glue_job.py)")
+    dg.set_defaults(func=cmd_deploy_glue)
     return parser
 
 
@@ -237,6 +245,13 @@ def cmd_emulator(args: argparse.Namespace, cfg: Config) -> int:
         rate_limit=args.rate_limit,
         fault_rate=args.fault_rate,
     )
+    return 0
+
+
+def cmd_deploy_glue(args: argparse.Namespace, cfg: Config) -> int:
+    from .deploy import deploy_glue, find_wheel
+
+    _print(deploy_glue(cfg, wheel=args.wheel or find_wheel(), script=args.script))
     return 0
 
 
