@@ -28,6 +28,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .stripe_client import redacting
+
 if TYPE_CHECKING:  # pragma: no cover
     import stripe
 
@@ -354,13 +356,21 @@ def execute(
     (lists: ``{"object": "list", "data": [...], "has_more": bool, "url": ...}``).
 
     ``idempotency_key`` is sent on writes (Stripe ignores it on GET, so it is dropped there). SDK
-    errors (``stripe.StripeError`` subclasses) propagate unchanged; callers classify them.
+    errors (``stripe.StripeError`` subclasses) propagate with their type unchanged (callers classify
+    them) but with any API key scrubbed from their text.
     """
     opts: dict[str, Any] = dict(options or {})
     if idempotency_key and req.is_write:
         opts["idempotency_key"] = idempotency_key
     service = client.v1.products if req.resource == "product" else client.v1.prices
     params = dict(req.params)
+    with redacting():
+        obj = _send(client, service, req, params, opts)
+    return obj.to_dict(recursive=True)
+
+
+def _send(client: stripe.StripeClient, service: Any, req: StripeRequest, params: dict[str, Any],
+          opts: dict[str, Any]) -> Any:
     if req.action == "list":
         obj = service.list(params, opts)
     elif req.action == "retrieve":
@@ -373,7 +383,7 @@ def execute(
         obj = client.v1.products.delete(req.object_id, params, opts)
     else:  # pragma: no cover - builders never produce this
         raise ValueError(f"unsupported request {req.method} {req.path}")
-    return obj.to_dict(recursive=True)
+    return obj
 
 
 def iter_all(
