@@ -352,8 +352,9 @@ def execute(
     idempotency_key: str | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Send ``req`` through the SDK's typed services and return the response as a plain dict
-    (lists: ``{"object": "list", "data": [...], "has_more": bool, "url": ...}``).
+    """Send ``req`` through the SDK's typed services and return the response as a plain, JSON-ready
+    dict (``json.dumps`` works: the SDK's Decimal ``unit_amount_decimal`` comes back as a string;
+    lists: ``{"object": "list", "data": [...], "has_more": bool, "url": ...}``).
 
     ``idempotency_key`` is sent on writes (Stripe ignores it on GET, so it is dropped there). SDK
     errors (``stripe.StripeError`` subclasses) propagate with their type unchanged (callers classify
@@ -366,7 +367,7 @@ def execute(
     params = dict(req.params)
     with redacting():
         obj = _send(client, service, req, params, opts)
-    return obj.to_dict(recursive=True)
+    return obj.to_dict(recursive=True, for_json=True)
 
 
 def _send(client: stripe.StripeClient, service: Any, req: StripeRequest, params: dict[str, Any],

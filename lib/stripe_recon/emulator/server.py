@@ -18,7 +18,7 @@ Control endpoints (no key, JSON in and out):
 "clear": true}``, ``POST /_emulator/rate_limit`` ``{"rate": 100, "burst": 100}`` (rate null = off).
 
 Journal entries: ``seq, ts, method, path, params, idempotency_key, status, applied, replayed,
-delivered, fault, object_id, error_code, request_id``. ``applied`` is true when the request changed
+delivered, fault, object_id, error_code, request_id, stripe_version``. ``applied`` is true when the request changed
 state (a replay or a failed write is not applied); ``delivered`` is false when the answer was
 dropped (faults ``drop`` / ``lost_response``).
 
@@ -162,6 +162,7 @@ class EmulatorServer:
             "method": method, "path": path, "params": params, "idempotency_key": idem,
             "status": None, "applied": False, "replayed": False, "delivered": True, "fault": None,
             "object_id": None, "error_code": None, "request_id": request_id,
+            "stripe_version": headers.get("Stripe-Version"),
         }
         out_headers = {"Request-Id": request_id, "Stripe-Version": headers.get("Stripe-Version") or API_VERSION}
         if idem:
