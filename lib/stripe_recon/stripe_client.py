@@ -35,8 +35,9 @@ from .errors import ReconError
 log = logging.getLogger(__name__)
 
 # Secret and restricted keys (sk_test_…, sk_live_…, rk_live_…); also a bare "Bearer <token>".
-_KEY_RE = re.compile(r"\b(sk|rk)_(test|live)?_?[A-Za-z0-9_*]{4,}")
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_*\-.]{6,}")
+# The trailing look-ahead keeps redact() idempotent ("sk_live_[REDACTED]" is not matched again).
+_KEY_RE = re.compile(r"\b(sk|rk)_(?:(test|live)_)?[A-Za-z0-9_*]{4,}(?![\[A-Za-z0-9_*])")
+_BEARER_RE = re.compile(r"(?i)(bearer\s+)(?!\[REDACTED\])[A-Za-z0-9_*\-.]{6,}")
 REDACTED = "[REDACTED]"
 
 
