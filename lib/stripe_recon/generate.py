@@ -197,6 +197,7 @@ def _products_wide(spark: SparkSession, x: _Exprs) -> DataFrame:
         f"{x.product_kind('i')} AS kind",
         f"{x.product_kind(f'pmod(i + 1, {x.n}L)')} AS next_kind",
         f"1 + {x.pick('nprices', 3, 'i')} AS n_prices",
+        f"{x.pick('variant', 4, 'i')} AS var",  # picks the variant of a kind (e.g. which metadata key)
         f"concat_ws(' ', {x.choose('adj', ADJECTIVES, 'i')}, {x.choose('noun', NOUNS, 'i')}, CAST(i AS STRING))"
         " AS base_name",
         f"{x.choose('color', COLORS, 'i')} AS color",
@@ -231,12 +232,12 @@ def _internal_products(w: DataFrame) -> DataFrame:
         "product_id",
         "CASE kind WHEN 'trap_unicode' THEN concat('Cafe\u0301 ', base_name) "
         f"WHEN 'trap_whitespace' THEN concat('  ', base_name, {_q(WS)}) ELSE base_name END AS name",
-        "CASE WHEN kind = 'trap_null_empty' THEN (CASE WHEN i % 2 = 0 THEN '' END) "
+        "CASE WHEN kind = 'trap_null_empty' THEN (CASE WHEN var % 2 = 0 THEN '' END) "
         f"WHEN kind = 'trap_whitespace' AND base_desc IS NOT NULL THEN concat(' ', base_desc, {_q(WS)}) "
         "ELSE base_desc END AS description",
-        "NOT ((kind IN ('trap_inactive_both', 'trap_inactive_absent') AND i % 2 = 1) "
-        "OR (kind = 'active' AND i % 4 = 1)) AS active",
-        "CASE WHEN kind = 'active' OR (kind IN ('trap_inactive_both', 'trap_inactive_absent') AND i % 2 = 0) "
+        "NOT ((kind IN ('trap_inactive_both', 'trap_inactive_absent') AND var % 2 = 1) "
+        "OR (kind = 'active' AND var = 1)) AS active",
+        "CASE WHEN kind = 'active' OR (kind IN ('trap_inactive_both', 'trap_inactive_absent') AND var % 2 = 0) "
         "THEN timestamp_seconds(updated_s) END AS deleted_at",
         "tax_code",
         "map('color', color, 'tier', tier) AS metadata",
@@ -293,10 +294,10 @@ def _stripe_products(w: DataFrame, orphans: DataFrame) -> DataFrame:
     )
     description = (
         "CASE kind WHEN 'description' THEN concat('Outdated copy of ', base_name) "
-        "WHEN 'trap_null_empty' THEN (CASE WHEN i % 2 = 1 THEN '' END) ELSE base_desc END"
+        "WHEN 'trap_null_empty' THEN (CASE WHEN var % 2 = 1 THEN '' END) ELSE base_desc END"
     )
     metadata = (
-        "CASE WHEN kind = 'metadata' AND i % 2 = 0 THEN "
+        "CASE WHEN kind = 'metadata' AND var % 2 = 0 THEN "
         f"map('internal_id', product_id, 'tier', tier, 'color', element_at({_arr(COLORS)}, "
         f"CAST(pmod(array_position({_arr(COLORS)}, color), {len(COLORS)}) AS INT) + 1)) "
         "WHEN kind = 'metadata' THEN map('internal_id', product_id, 'tier', tier, 'color', color, "
@@ -440,7 +441,7 @@ def _truth(w: DataFrame, p: DataFrame, orphans: DataFrame, orphan_prices: DataFr
         "CASE WHEN kind IN ('missing_in_stripe', 'duplicate_in_stripe') THEN kind ELSE 'field_mismatch' END "
         "AS kind",
         "CASE WHEN kind IN ('missing_in_stripe', 'duplicate_in_stripe') THEN CAST(NULL AS STRING) "
-        "WHEN kind = 'metadata' THEN (CASE WHEN i % 2 = 0 THEN 'metadata.color' ELSE 'metadata.legacy_sku' END) "
+        "WHEN kind = 'metadata' THEN (CASE WHEN var % 2 = 0 THEN 'metadata.color' ELSE 'metadata.legacy_sku' END) "
         "ELSE kind END AS attribute",
     )
     price_rows = p.filter(
@@ -523,13 +524,20 @@ def generate(spark: SparkSession, out: str, products: int, seed: int = 42, rate:
         obs = Observation(name.replace("/", "_").replace(".", "_"))
         return df.observe(obs, F.count(F.lit(1)).alias("rows"), *extra), obs
 
-    int_products = _internal_products(wide)
-    int_prices = _internal_prices(prices)
-    for name, df, entity in (("internal/products", int_products, "product"), ("internal/prices", int_prices, "price")):
-        df_o, obs = observed(df, name)
-        df_o.write.mode("overwrite").parquet(paths[f"{name}.parquet"])
-        counts[f"{name}.parquet"] = int(obs.get["rows"])
-        df_o, obs = observed(_to_csv_frame(df, entity), name + "_csv")
+    traps: dict[str, int] = {}
+    for name, entity, src, project, kinds in (
+        ("internal/products", "product", wide, _internal_products, PRODUCT_KINDS),
+        ("internal/prices", "price", prices, _internal_prices, PRICE_KINDS),
+    ):
+        trap_kinds = [k for k in kinds if k.startswith("trap_")]
+        trap_metrics = [F.sum(F.expr(f"CASE WHEN kind = '{k}' THEN 1 ELSE 0 END")).alias(k) for k in trap_kinds]
+        src_o, obs = observed(src, name, *trap_metrics)
+        df = project(src_o)
+        df.write.mode("overwrite").parquet(paths[f"{name}.parquet"])
+        got = obs.get
+        counts[f"{name}.parquet"] = int(got["rows"])
+        traps.update({f"{entity}.{k}": int(got[k] or 0) for k in trap_kinds})
+        df_o, obs = observed(_to_csv_frame(project(src), entity), name + "_csv")
         _write_csv(df_o, paths[f"{name}.csv"])
         counts[f"{name}.csv"] = int(obs.get["rows"])
 
@@ -555,8 +563,7 @@ def generate(spark: SparkSession, out: str, products: int, seed: int = 42, rate:
     counts["truth.jsonl"] = int(got["rows"])
     truth_counts = {label: int(got[label] or 0) for label in (_truth_label(*t) for t in TRUTH_KEYS)}
 
-    traps = {f"product.{k}": x.count for k in PRODUCT_KINDS if k.startswith("trap_")}
-    traps["product.inactive_orphan"] = x.count
+    traps["product.trap_inactive_orphan"] = x.count  # archived Stripe-only products (and their prices)
     return {
         "out": out,
         "products": products,
@@ -565,7 +572,7 @@ def generate(spark: SparkSession, out: str, products: int, seed: int = 42, rate:
         "rows_per_product_kind": x.count,
         "files": counts,
         "truth": truth_counts,
-        "product_traps": traps,
+        "traps": traps,
         "seconds": round(time.monotonic() - started, 1),
         "paths": paths,
     }
