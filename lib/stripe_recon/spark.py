@@ -23,10 +23,35 @@ DELTA_SQL_CONF = {
 }
 # Settings that only change how a query runs; safe to set on a session we did not create.
 RUNTIME_CONF = {
+    # Spark 4 turns ANSI on by default, Spark 3.5 (Glue 5.0, the compat lane) has it off: pin it so
+    # overflow and bad casts behave the same on every lane (the code uses try_cast where it may fail).
+    "spark.sql.ansi.enabled": "true",
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
 }
+
+
+# Spark 4 bundles icu4j (exact Unicode NFC in normalise.nfc); Spark 3.5 does not, so a local 3.5
+# session adds the same version through spark.jars.packages and both lanes normalise identically.
+ICU4J_PACKAGE = "com.ibm.icu:icu4j:76.1"
+
+
+def spark_major() -> int:
+    import pyspark
+
+    return int(pyspark.__version__.split(".")[0])
+
+
+def hadoop_aws_package() -> str:
+    """The ``org.apache.hadoop:hadoop-aws`` coordinate matching the Hadoop inside pyspark's jars
+    (3.4.1 for pyspark 4.0, 3.3.4 for 3.5): add it to ``spark.extra_packages`` for s3a:// locally."""
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    for jar in sorted(jars.glob("hadoop-client-api-*.jar")):
+        return "org.apache.hadoop:hadoop-aws:" + jar.name[len("hadoop-client-api-"):-len(".jar")]
+    raise RuntimeError(f"no hadoop-client-api jar under {jars}: is pyspark installed from pip?")
 
 
 def on_cluster() -> bool:
@@ -87,7 +112,10 @@ def _local_session(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     for key, value in cfg.spark.conf.items():
         builder = builder.config(key, str(value))
-    builder = configure_spark_with_delta_pip(builder, extra_packages=list(cfg.spark.extra_packages))
+    packages = list(cfg.spark.extra_packages)
+    if spark_major() < 4 and not any(p.startswith("com.ibm.icu:icu4j:") for p in packages):
+        packages.append(ICU4J_PACKAGE)
+    builder = configure_spark_with_delta_pip(builder, extra_packages=packages)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
