@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--seed-from", metavar="DIR", help="load products/prices from an export folder")
     emu.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429")
     emu.add_argument("--fault-rate", type=float, default=0.0, help="fraction of requests answered with a fault")
+    emu.add_argument("--faults", metavar="SPEC", default=None,
+                     help="per-kind fault rates, e.g. error_5xx=0.1,rate_limit=0.05,lost_response=0.02 "
+                          "(kinds: error_5xx, rate_limit, latency, drop, lost_response); wins over --fault-rate")
+    emu.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws (reproducible runs)")
+    emu.add_argument("--latency", type=float, default=0.2, help="seconds added by the latency fault")
     emu.set_defaults(func=cmd_emulator)
 
     dep = sub.add_parser("deploy", help="deploy the job to a scheduler (AWS Glue 5.0)")
@@ -244,6 +249,9 @@ def cmd_emulator(args: argparse.Namespace, cfg: Config) -> int:
         seed_from=args.seed_from,
         rate_limit=args.rate_limit,
         fault_rate=args.fault_rate,
+        faults=args.faults,
+        fault_seed=args.fault_seed,
+        latency_seconds=args.latency,
     )
     return 0
 
