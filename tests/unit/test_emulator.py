@@ -499,6 +499,7 @@ def test_cli_serves_seeded_emulator_until_sigterm(tmp_path):
     recon = Path(sys.executable).with_name("recon")
     proc = subprocess.Popen(
         [str(recon), "stripe-emulator", "--port", str(port), "--seed-from", str(tmp_path / "export"),
+         "--rate-limit", "50", "--faults", "error_5xx=0.1,lost_response=0.02", "--fault-seed", "3",
          "--set", f"storage.root={tmp_path / 'data'}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
     )
@@ -514,8 +515,18 @@ def test_cli_serves_seeded_emulator_until_sigterm(tmp_path):
                     pytest.fail(f"emulator exited: {proc.stderr.read()}")
                 time.sleep(0.1)
         assert state is not None and (state["products"], state["prices"]) == (2, 2)
+        assert state["rate_limit"] == {"rate": 50.0, "burst": 50.0}
+        assert (state["faults"]["rates"], state["faults"]["seed"]) == ({"error_5xx": 0.1, "lost_response": 0.02}, 3)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert json.loads(out.splitlines()[0])["listening"] == f"http://127.0.0.1:{port}"
+
+
+def test_cli_bad_fault_spec_is_a_clear_error(tmp_path):
+    recon = Path(sys.executable).with_name("recon")
+    proc = subprocess.run([str(recon), "stripe-emulator", "--port", "0", "--faults", "meteor=0.1",
+                           "--set", f"storage.root={tmp_path}"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "unknown fault kind(s) ['meteor']" in proc.stderr
