@@ -18,7 +18,7 @@ import stripe
 
 from stripe_recon import stripe_requests as rq
 from stripe_recon.emulator import EmulatorServer, FaultConfig
-from stripe_recon.emulator.faults import TokenBucket
+from stripe_recon.emulator.faults import FaultInjector, TokenBucket
 from stripe_recon.emulator.forms import parse_form
 from stripe_recon.emulator.store import read_seed_objects
 from stripe_recon.stripe_client import build_client
@@ -349,10 +349,10 @@ def test_latency_and_injected_429(client, emu):
     assert [e["fault"] for e in emu.journal] == ["latency", "rate_limit"]
 
 
-def test_random_faults_are_seeded_and_respect_rates(clock):
+def test_random_faults_are_seeded_and_respect_rates():
     def fault_sequence(seed: int) -> list:
-        server = EmulatorServer(port=0, clock=clock, faults=FaultConfig({"error_5xx": 0.5}, seed=seed))
-        return [server.faults.draw("GET", "/v1/products") for _ in range(200)]
+        injector = FaultInjector(FaultConfig({"error_5xx": 0.5}, seed=seed))
+        return [injector.draw("GET", "/v1/products") for _ in range(200)]
 
     first, second, other = fault_sequence(7), fault_sequence(7), fault_sequence(8)
     assert first == second and first != other
@@ -530,3 +530,24 @@ def test_cli_bad_fault_spec_is_a_clear_error(tmp_path):
                            "--set", f"storage.root={tmp_path}"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "unknown fault kind(s) ['meteor']" in proc.stderr
+
+
+def test_retrying_with_the_same_key_under_random_faults_applies_each_write_once(client, emu):
+    emu.faults.configure(FaultConfig({"error_5xx": 0.25, "lost_response": 0.2, "drop": 0.1, "rate_limit": 0.1},
+                                     seed=5))
+    attempts = 0
+    for i in range(20):
+        req = rq.create_product(f"P{i}", product_id=f"prod_{i}", metadata={"internal_id": f"SKU{i}"})
+        while True:
+            attempts += 1
+            try:
+                rq.execute(client, req, idempotency_key=f"create-{i}")
+                break
+            except (stripe.APIError, stripe.APIConnectionError, stripe.RateLimitError):
+                continue
+    emu.faults.configure(FaultConfig())
+    assert sorted(p["id"] for p in rq.iter_all(client, rq.list_products())) == sorted(f"prod_{i}" for i in range(20))
+    applied = [e["idempotency_key"] for e in emu.journal if e["applied"]]
+    assert sorted(applied) == sorted(f"create-{i}" for i in range(20))  # each key applied exactly once
+    faults = {e["fault"] for e in emu.journal}
+    assert {"error_5xx", "lost_response", "drop", "rate_limit"} <= faults and attempts > 20

@@ -173,6 +173,11 @@ class EmulatorServer:
             status, body = err.status, err.body(request_id)
             out_headers.update(err.headers)
             entry["error_code"] = err.code or err.type
+        except Exception:  # noqa: BLE001 - an emulator bug answers 500 and is journaled, never hidden
+            log.exception("emulator error on %s %s", method, path)
+            err = StripeAPIError(500, "Internal emulator error (see the emulator's log).", type_="api_error")
+            status, body = 500, err.body(request_id)
+            entry["error_code"] = "emulator_error"
         entry["status"] = status or None
         if entry["fault"] in ("drop", "lost_response"):
             entry["delivered"] = False
@@ -233,7 +238,6 @@ class EmulatorServer:
                         f"used with. Try using a key other than '{idem}' if you meant to execute a different "
                         "request.",
                         type_="idempotency_error",
-                        code="idempotency_key_in_use" if record["path"] == path else None,
                     )
                 entry["replayed"] = True
                 entry["object_id"] = record.get("object_id") or object_id
