@@ -408,3 +408,39 @@ def iter_all(
             return
         params = {**params, "starting_after": data[-1]["id"]}
         params.pop("ending_before", None)
+
+
+def retry_decision(exc: BaseException) -> tuple[bool, str]:
+    """Whether a failed request may be retried (with the **same** Idempotency-Key), and why.
+
+    Follows the SDK's own rules, which our clients replace (``max_network_retries=0``): the
+    ``Stripe-Should-Retry`` header wins when present; then 429 (``rate_limit``: back off), connection
+    errors (the write may or may not have been applied: only retry writes with the same key, or
+    verify first), 409 and 5xx are retryable; other 4xx (invalid request, idempotency mismatch,
+    authentication, permission) are not.
+
+    >>> retry_decision(stripe.RateLimitError("slow down", http_status=429))
+    (True, 'rate_limit')
+    """
+    import stripe
+
+    if not isinstance(exc, stripe.StripeError):
+        return False, type(exc).__name__
+    headers = exc.headers or {}
+    hint = next((str(v).lower() for k, v in headers.items() if k.lower() == "stripe-should-retry"), None)
+    if hint == "true":
+        return True, "stripe_should_retry"
+    if hint == "false":
+        return False, "stripe_should_not_retry"
+    if isinstance(exc, stripe.RateLimitError) or exc.http_status == 429:
+        return True, "rate_limit"
+    if isinstance(exc, stripe.APIConnectionError):
+        return True, "connection"
+    if isinstance(exc, stripe.IdempotencyError):
+        return False, "idempotency_error"
+    status = exc.http_status or 0
+    if status == 409:
+        return True, "conflict"
+    if status >= 500:
+        return True, "server_error"
+    return False, f"http_{status}" if status else type(exc).__name__

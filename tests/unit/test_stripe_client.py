@@ -183,3 +183,26 @@ def test_missing_key_error_names_the_variable_not_a_value(make_cfg, monkeypatch)
     with pytest.raises(ReconError) as err:
         build_client(make_cfg())
     assert "STRIPE_API_KEY" in str(err.value) and "stripe.key_env" in str(err.value)
+
+
+def test_retry_decision_on_real_errors_from_the_emulator(emu, make_cfg):
+    client = build_client(make_cfg(f"stripe.api_base={emu.url}"), api_key="sk_test_x")
+    rq.execute(client, rq.create_product("A", product_id="prod_1"), idempotency_key="k1")
+
+    def decision(req, key=None, fault=None):
+        if fault:
+            emu.faults.force(fault)
+        with pytest.raises(stripe.StripeError) as err:
+            rq.execute(client, req, idempotency_key=key)
+        return rq.retry_decision(err.value)
+
+    listing = rq.list_products()
+    assert decision(listing, fault="rate_limit") == (True, "rate_limit")
+    assert decision(listing, fault="error_5xx") == (True, "server_error")
+    assert decision(listing, fault="drop") == (True, "connection")
+    assert decision(rq.create_product("B", product_id="prod_1")) == (False, "http_400")
+    assert decision(rq.create_product("C", product_id="prod_2"), key="k1") == (False, "idempotency_error")
+    assert decision(rq.retrieve_product("prod_missing")) == (False, "http_404")
+    hinted = stripe.APIError("boom", http_status=500, headers={"Stripe-Should-Retry": "false"})
+    assert rq.retry_decision(hinted) == (False, "stripe_should_not_retry")
+    assert rq.retry_decision(ValueError("x")) == (False, "ValueError")
