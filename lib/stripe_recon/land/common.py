@@ -1,0 +1,145 @@
+"""What both landing sides share: input path checks, bronze writes, bronze -> silver + quarantine.
+
+The flow of one entity (products or prices of one side)::
+
+    input --to bronze--> bronze.<side>_<entity>   (replaceWhere _run_id = this run: re-landing the
+                                                   same run never duplicates bronze rows)
+    bronze rows of this run --canonical.*--> flagged (silver columns + _reasons)
+        valid   -> silver.<side>_<entity>          (overwritten: silver is the latest snapshot)
+        invalid -> gold.quarantine                 (replaceWhere run_id/stage/source: idempotent too)
+
+Counts come from one aggregation over the flagged frame, so ``rows_in = landed + quarantined``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .. import canonical, quarantine, tables
+from ..errors import InputError
+from ..ledger import Run
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    """How one entity of one side lands."""
+
+    entity: str  # product | price (gold.quarantine.entity)
+    key: str  # silver key column
+    bronze: str  # bronze table name
+    silver: str  # silver table name
+    schema: T.StructType  # silver schema
+    canonicalise: Callable[[DataFrame], DataFrame]  # bronze -> flagged
+    dedup: Callable[[DataFrame], DataFrame] | None = None  # valid rows -> one row per key
+
+
+def sql_str(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def check_path(spark: SparkSession, path: str, what: str) -> None:
+    """Raise InputError naming ``path`` when nothing exists there (file, folder, glob, Hadoop URI).
+
+    Uses the Hadoop FileSystem of the driver (metadata only). Where no JVM is reachable (Spark
+    Connect) the check is skipped and the reader's own error is translated by :func:`read_input`.
+    """
+    jvm = getattr(spark, "_jvm", None)
+    if jvm is None:
+        return
+    try:
+        hpath = jvm.org.apache.hadoop.fs.Path(path)
+        fs = hpath.getFileSystem(spark._jsc.hadoopConfiguration())
+        found = fs.globStatus(hpath)
+    except Exception as exc:  # bad URI scheme, missing credentials: say which path
+        raise InputError(f"{what} path {path} cannot be opened: {_first_line(exc)}") from None
+    if found is None or len(found) == 0:
+        raise InputError(f"{what} path {path} does not exist: check the path (or the config key that sets it)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:500] if text else type(exc).__name__
+
+
+def read_input(what: str, path: str, read: Callable[[], DataFrame]) -> DataFrame:
+    """Run a reader; turn 'path does not exist' style failures into an InputError naming the path."""
+    try:
+        return read()
+    except InputError:
+        raise
+    except Exception as exc:
+        msg = str(exc)
+        if "PATH_NOT_FOUND" in msg or "does not exist" in msg or "is not a Delta table" in msg:
+            raise InputError(f"{what} path {path} does not exist or is not readable: {_first_line(exc)}") from None
+        raise
+
+
+def lineage(run: Run, source: str, source_file: F.Column) -> list[F.Column]:
+    return [
+        F.lit(run.run_id).alias("_run_id"),
+        F.lit(source).alias("_source"),
+        source_file.cast("string").alias("_source_file"),
+        F.current_timestamp().alias("_ingested_at"),
+    ]
+
+
+def write_bronze(run: Run, name: str, df: DataFrame) -> None:
+    """Append this run's rows; a second landing of the same run replaces them instead of doubling."""
+    tables.replace_where(run.spark, run.cfg, name, df, f"_run_id = {sql_str(run.run_id)}")
+
+
+def read_bronze(run: Run, name: str) -> DataFrame:
+    return tables.read(run.spark, run.cfg, name).where(F.col("_run_id") == run.run_id)
+
+
+def land_entity(run: Run, spec: EntitySpec, bronze_df: DataFrame, source: str) -> tuple[dict[str, int], DataFrame]:
+    """Bronze -> silver for one entity. Returns (counts, quarantine rows to write).
+
+    counts: rows_in, landed (valid rows), quarantined, silver_rows (after de-duplication by key;
+    differs from landed only for Stripe objects exported more than once).
+    """
+    write_bronze(run, spec.bronze, bronze_df)
+    flagged = spec.canonicalise(read_bronze(run, spec.bronze))
+    valid, rejected = quarantine.split(flagged)
+    if spec.dedup is not None:
+        valid = spec.dedup(valid)
+    tables.overwrite(run.spark, run.cfg, spec.silver, valid.select(*canonical.silver_columns(spec.schema)))
+    row = flagged.agg(
+        F.count(F.lit(1)).alias("rows_in"),
+        F.expr(f"count_if(size({quarantine.REASONS}) = 0)").alias("landed"),
+        F.expr(f"count_if(size({quarantine.REASONS}) > 0)").alias("quarantined"),
+        F.expr(f"count(DISTINCT CASE WHEN size({quarantine.REASONS}) = 0 THEN {spec.key} END)").alias("silver_rows"),
+    ).first()
+    counts = {k: int(row[k] or 0) for k in ("rows_in", "landed", "quarantined", "silver_rows")}
+    rows = quarantine.to_quarantine_rows(
+        run.run_id, rejected, stage="land", source=source, entity=spec.entity, key_col=spec.key,
+        record_col=canonical.RECORD, source_file_col="_source_file",
+    )
+    return counts, rows
+
+
+def write_quarantine(run: Run, source: str, frames: list[DataFrame]) -> None:
+    """Write this run's landing rejects of one side; landing the same run again replaces them."""
+    rows = frames[0]
+    for f in frames[1:]:
+        rows = rows.unionByName(f)
+    rows = rows.select(*tables.QUARANTINE_SCHEMA.fieldNames())
+    cond = f"run_id = {sql_str(run.run_id)} AND stage = 'land' AND source = {sql_str(source)}"
+    tables.replace_where(run.spark, run.cfg, tables.GOLD_QUARANTINE, rows, cond)
+
+
+def ledger_counts(per_entity: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Flatten {"products": {"rows_in": 3}} to {"products.rows_in": 3} plus side totals."""
+    flat: dict[str, int] = {}
+    for entity, counts in per_entity.items():
+        for k, v in counts.items():
+            flat[f"{entity}.{k}"] = v
+    for k in ("rows_in", "landed", "quarantined"):
+        flat[k] = sum(c.get(k, 0) for c in per_entity.values())
+    return flat
