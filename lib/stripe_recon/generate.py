@@ -480,6 +480,7 @@ def _write_csv(df: DataFrame, path: str) -> None:
     (
         df.write.mode("overwrite")
         .option("header", "true")
+        .option("escape", '"')  # RFC 4180: a quote inside a quoted value is doubled (not backslashed)
         # Keep the whitespace traps: Spark trims CSV values on write unless told not to.
         .option("ignoreLeadingWhiteSpace", "false")
         .option("ignoreTrailingWhiteSpace", "false")
