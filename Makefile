@@ -69,11 +69,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_bench.py
 
+# dist/: the wheel (conf/ inside as stripe_recon.conf), the jobs/ entry scripts, and the same wheel
+# as stripe_recon.zip for `spark-submit --py-files` (zipimport reads it; conf is read from inside).
+DIST ?= dist
 dist: $(STAMP)
-	rm -rf dist build
-	$(BIN)/pip wheel -q --no-deps -w dist .
-	cp jobs/*.py dist/
-	@ls -l dist
+	rm -rf $(DIST) build
+	$(BIN)/pip wheel -q --no-deps -w $(DIST) .
+	cp jobs/*.py $(DIST)/
+	cp $(DIST)/stripe_recon-*.whl $(DIST)/stripe_recon.zip
+	@ls -l $(DIST)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) dist build data .pytest_cache .ruff_cache lib/*.egg-info spark-warehouse metastore_db derby.log
