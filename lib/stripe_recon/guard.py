@@ -1,0 +1,99 @@
+"""The blast-radius guard: decide whether a correction plan may be pushed without a human.
+
+A plan is *held* when it
+
+- changes more than ``guard.max_change_ratio`` of the catalog (Stripe writes / catalog size),
+- archives more than ``guard.max_archive_ratio`` of the catalog, or
+- was built from an internal snapshot that shrank more than ``guard.max_shrink_ratio`` since the
+  previous ``land_internal`` run (product counts from the runs ledger ``gold.runs``).
+
+The catalog size is the larger of the two sides (internal products + prices, Stripe products +
+prices): a truncated internal snapshot must not make the ratio look small, and a first sync into an
+empty Stripe account does not divide by zero.
+
+Example::
+
+    verdict = evaluate(cfg.guard, GuardInput(writes=120, archives=3, catalog=2000,
+                                             internal_now=990, internal_prev=1000))
+    verdict.held, verdict.reasons   # (True, ['change ratio 6.00% > max_change_ratio 5.00% ...'])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from . import tables
+from .config import Config, Guard
+
+#: Ledger count keys that may hold the landed internal product count (first one present wins).
+PRODUCT_COUNT_KEYS = ("products", "products_valid", "products_accepted", "silver_products", "products_out")
+LAND_INTERNAL_STAGE = "land_internal"
+
+
+@dataclass(frozen=True)
+class GuardInput:
+    writes: int  # corrections that write to Stripe
+    archives: int  # archive_product + archive_price
+    catalog: int  # max(internal rows, Stripe rows)
+    internal_now: int | None = None  # products in the latest internal snapshot
+    internal_prev: int | None = None  # products in the snapshot before it
+
+
+@dataclass
+class Verdict:
+    held: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def evaluate(guard: Guard, inp: GuardInput) -> Verdict:
+    """Apply the three thresholds; every breached one is listed in ``reasons``."""
+    reasons: list[str] = []
+    catalog = max(inp.catalog, 1)
+    change = inp.writes / catalog
+    if inp.writes and change > guard.max_change_ratio:
+        reasons.append(
+            f"change ratio {change:.2%} > max_change_ratio {guard.max_change_ratio:.2%} "
+            f"({inp.writes} Stripe writes, catalog of {inp.catalog})"
+        )
+    archive = inp.archives / catalog
+    if inp.archives and archive > guard.max_archive_ratio:
+        reasons.append(
+            f"archive ratio {archive:.2%} > max_archive_ratio {guard.max_archive_ratio:.2%} "
+            f"({inp.archives} archives, catalog of {inp.catalog})"
+        )
+    if inp.internal_prev and inp.internal_now is not None:
+        shrink = (inp.internal_prev - inp.internal_now) / inp.internal_prev
+        if shrink > guard.max_shrink_ratio:
+            reasons.append(
+                f"internal snapshot shrank {shrink:.2%} > max_shrink_ratio {guard.max_shrink_ratio:.2%} "
+                f"({inp.internal_prev} -> {inp.internal_now} products since the previous land_internal run)"
+            )
+    return Verdict(bool(reasons), reasons)
+
+
+def internal_snapshot_counts(spark: SparkSession, cfg: Config) -> tuple[int | None, int | None]:
+    """(latest, previous) internal product counts from the last two successful ``land_internal``
+    ledger rows; None where there is no such run or no known count key."""
+    if not tables.exists(spark, cfg, tables.GOLD_RUNS):
+        return None, None
+    rows = (
+        tables.read(spark, cfg, tables.GOLD_RUNS)
+        .filter((F.col("stage") == LAND_INTERNAL_STAGE) & (F.col("status") == "ok"))
+        .orderBy(F.col("started_at").desc(), F.col("run_id").desc())
+        .select("counts")
+        .limit(2)
+        .collect()  # two ledger rows, not row data
+    )
+
+    def pick(counts: dict[str, int] | None) -> int | None:
+        for key in PRODUCT_COUNT_KEYS:
+            if counts and counts.get(key) is not None:
+                return int(counts[key])
+        return None
+
+    now = pick(rows[0]["counts"]) if rows else None
+    prev = pick(rows[1]["counts"]) if len(rows) > 1 else None
+    return now, prev

@@ -1,0 +1,524 @@
+"""Discrepancies -> a correction batch (the outbox ``gold.corrections``) and pull corrections for
+the internal system (``gold.internal_corrections``), guarded by the blast-radius guard.
+
+Spark SQL expressions only (no UDF, no collect of rows). Rules (../shared/design.md, docs/internals.md):
+
+- ``missing_in_stripe`` product -> ``create_product`` with a deterministic id (``prod_`` + sha256 of
+  the internal key, or the key itself with ``mapping.product_key: id``): a second create is
+  ``resource_already_exists``, i.e. already applied.
+- ``field_mismatch`` + ``push`` on a product -> one ``update_product`` per product with only the
+  differing internal-owned attributes (a metadata key is unset with ``""``); ``active`` pushed to
+  false -> ``archive_product`` (never delete). ``pull`` -> a row in gold.internal_corrections.
+- ``missing_in_stripe`` price -> ``create_price`` (``lookup_key`` = price id). Its product is the
+  primary Stripe product of the internal product, or the product created in this plan (then the
+  correction ``depends_on`` that create). A price whose product is neither is quarantined.
+- ``replace`` (amount/currency/interval/interval_count, ``price_product_mismatch``) ->
+  ``replace_price``: create the new price with ``transfer_lookup_key``, move the product's
+  ``default_price`` if the old price was it, archive the old price. ``active`` pushed to false ->
+  ``archive_price``; nickname/active=true -> ``update_price``.
+- ``missing_in_internal`` with action ``archive`` -> archive (never when the internal input is empty);
+  review/ignore actions and duplicates produce no Stripe write.
+
+``correction_id`` = ``idempotency_key`` = sha256 of (entity, key, stripe id, operation, payload JSON)
+where the payload is the request parameters as JSON with a fixed field order and sorted metadata:
+re-planning the same discrepancies gives the same ids. ``observed`` is the Stripe object's values as
+landed at detection (nulls kept), used by the pusher's verify-before-write.
+``plan_hash`` = sha256 of the sorted correction ids.
+
+Example::
+
+    summary = plan(run)          # {"corrections": 12, "plan_hash": "9f..", "status": "planned", ...}
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from . import guard as guard_mod
+from . import tables
+from .config import Config
+from .errors import HeldError, InputError
+
+log = logging.getLogger(__name__)
+
+PRODUCT_OPS = ("create_product", "update_product", "archive_product")
+PRICE_OPS = ("create_price", "replace_price", "update_price", "archive_price")
+ARCHIVE_OPS = ("archive_product", "archive_price")
+#: Price parameters Stripe lets us update in place (everything else is immutable -> replace_price).
+MUTABLE_PRICE_PARAMS = ("nickname", "tax_behavior")
+DETECT_STAGE = "detect"
+NULLS_KEPT = {"ignoreNullFields": "false"}
+
+
+@dataclass
+class PlanFrames:
+    """What :func:`build_corrections` returns: all lazily evaluated frames."""
+
+    corrections: DataFrame  # CORRECTIONS_SCHEMA columns except plan_hash/status bookkeeping
+    internal: DataFrame  # INTERNAL_CORRECTIONS_SCHEMA
+    unplannable: DataFrame  # entity, key, reason, record (to quarantine)
+
+
+# -- small SQL helpers ----------------------------------------------------------------------------
+
+def _sorted_map(col: str) -> str:
+    """A map with entries sorted by key (to_json keeps insertion order: this makes it canonical)."""
+    return f"map_from_entries(array_sort(map_entries(coalesce({col}, map()))))"
+
+
+def _q(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _stripe_product_key(cfg: Config, alias: str) -> str:
+    if cfg.mapping.product_key == "id":
+        return f"{alias}.id"
+    return f"{alias}.metadata['internal_id']"
+
+
+def _stripe_price_key(cfg: Config, alias: str) -> str:
+    return f"{alias}.id" if cfg.mapping.price_key == "id" else f"{alias}.lookup_key"
+
+
+def _det_product_id(cfg: Config, key: str) -> str:
+    if cfg.mapping.product_key == "id":
+        return key
+    return f"concat('prod_', substr(sha2({key}, 256), 1, 24))"
+
+
+def _primary_products(sp: DataFrame, cfg: Config) -> DataFrame:
+    """(pkey, sid): the primary Stripe product per internal key (active first, oldest, smallest id)."""
+    return (
+        sp.alias("sp")
+        .selectExpr(
+            f"{_stripe_product_key(cfg, 'sp')} AS pkey",
+            "sp.id AS sid",
+            "coalesce(sp.active, false) AND NOT coalesce(sp.is_deleted, false) AS eff_active",
+            "sp.created AS created",
+        )
+        .filter("pkey IS NOT NULL")
+        .selectExpr(
+            "pkey", "sid",
+            "row_number() OVER (PARTITION BY pkey ORDER BY eff_active DESC, created ASC NULLS LAST, sid ASC) AS rn",
+        )
+        .filter("rn = 1")
+        .select("pkey", "sid")
+    )
+
+
+def _product_observed(cfg: Config) -> Column:
+    fields = ["'active', sp.active", f"'metadata', {_sorted_map('sp.metadata')}"]
+    for name, attr in sorted(cfg.attributes.product.items()):
+        if name in ("active", "metadata"):
+            continue
+        fields.append(f"'{attr.stripe}', sp.{_q(attr.stripe)}")
+    fields.append("'default_price', sp.default_price")
+    fields.append("'id', sp.id")
+    return F.to_json(F.expr(f"named_struct({', '.join(sorted(fields))})"), NULLS_KEPT)
+
+
+def _price_observed(alias: str = "spr") -> Column:
+    a = alias
+    return F.to_json(
+        F.expr(
+            f"named_struct('active', {a}.active, 'currency', {a}.currency, 'id', {a}.id, "
+            f"'interval', {a}.`interval`, 'interval_count', {a}.interval_count, 'lookup_key', {a}.lookup_key, "
+            f"'metadata', {_sorted_map(f'{a}.metadata')}, 'nickname', {a}.nickname, 'product', {a}.product, "
+            f"'unit_amount', {a}.unit_amount)"
+        ),
+        NULLS_KEPT,
+    )
+
+
+def _price_create_struct(extra: str = "") -> str:
+    """named_struct of the create-price parameters from an internal price row ``ip`` and ``product_sid``."""
+    return (
+        "named_struct('currency', lower(trim(ip.currency)), 'lookup_key', ip.price_id, "
+        "'nickname', nullif(trim(ip.nickname), ''), 'product', res.product_sid, "
+        "'recurring', CASE WHEN nullif(trim(ip.`interval`), '') IS NOT NULL THEN "
+        "named_struct('interval', lower(trim(ip.`interval`)), 'interval_count', ip.interval_count) END"
+        f"{extra}, 'unit_amount', ip.unit_amount)"
+    )
+
+
+OUT_COLS = ["seq", "entity", "key", "stripe_id", "operation", "payload", "observed", "depends_on"]
+
+
+# -- the pure part ----------------------------------------------------------------------------------
+
+def build_corrections(
+    disc: DataFrame,
+    ip: DataFrame,
+    ipr: DataFrame,
+    sp: DataFrame,
+    spr: DataFrame,
+    cfg: Config,
+    run_id: str,
+    allow_archives: bool = True,
+) -> PlanFrames:
+    """Turn one detect run's discrepancies plus the silver tables into corrections (pure, lazy).
+
+    ``disc``: DISCREPANCIES_SCHEMA rows of one run; ``ip``/``ipr``/``sp``/``spr``: silver internal
+    products/prices and Stripe products/prices. ``allow_archives=False`` (empty internal input) drops
+    every archive.
+    """
+    d = disc.alias("d")
+    prim = _primary_products(sp, cfg).alias("prim")
+    ip_eff = "(coalesce(ip.active, true) AND ip.deleted_at IS NULL)"
+
+    # -- products ----------------------------------------------------------------------------
+    pd = d.filter("d.entity = 'product'")
+    excluded = ", ".join(f"'{k}'" for k in cfg.metadata.excluded_keys) or "''"
+    meta_create = (
+        f"map_filter(coalesce(ip.metadata, map()), (k, v) -> v IS NOT NULL AND NOT array_contains(array({excluded}), k))"
+    )
+    if cfg.mapping.product_key == "metadata.internal_id":
+        meta_create = f"map_concat({meta_create}, map('internal_id', ip.product_id))"
+    create_p = (
+        pd.filter("d.kind = 'missing_in_stripe' AND d.action = 'create'")
+        .select(F.col("d.key").alias("key")).distinct().alias("k")
+        .join(ip.alias("ip"), F.expr("k.key = ip.product_id"))
+        .selectExpr(
+            "0 AS seq", "'product' AS entity", "ip.product_id AS key",
+            f"{_det_product_id(cfg, 'ip.product_id')} AS stripe_id", "'create_product' AS operation",
+            f"to_json(named_struct('description', nullif(trim(ip.description), ''), "
+            f"'id', {_det_product_id(cfg, 'ip.product_id')}, "
+            f"'metadata', CASE WHEN size({meta_create}) > 0 THEN {_sorted_map(meta_create)} END, "
+            f"'name', ip.name)) AS payload",
+            "CAST(NULL AS STRING) AS observed", "CAST(NULL AS STRING) AS depends_on",
+        )
+    )
+
+    pushed_p = (
+        pd.filter("d.kind = 'field_mismatch' AND d.action = 'push' AND d.attribute IS NOT NULL")
+        .groupBy("d.key", "d.stripe_id")
+        .agg(F.array_sort(F.collect_set("d.attribute")).alias("attrs"))
+        .alias("g")
+        .join(ip.alias("ip"), F.expr("g.key = ip.product_id"))
+        .join(sp.alias("sp"), F.expr("g.stripe_id = sp.id"), "left")
+    )
+    upd_fields = []
+    for name, attr in sorted(cfg.attributes.product.items(), key=lambda kv: kv[1].stripe):
+        if name in ("active", "metadata"):
+            continue
+        upd_fields.append(
+            f"'{attr.stripe}', CASE WHEN array_contains(g.attrs, '{name}') "
+            f"THEN coalesce(CAST(ip.{_q(attr.internal)} AS STRING), '') END"
+        )
+    meta_col = _q(cfg.attributes.product["metadata"].internal) if "metadata" in cfg.attributes.product else "metadata"
+    meta_upd = (
+        "map_from_entries(array_sort(transform(filter(g.attrs, a -> startswith(a, 'metadata.')), "
+        f"a -> named_struct('k', substr(a, 10), 'v', coalesce(ip.{meta_col}[substr(a, 10)], '')))))"
+    )
+    upd_fields += [
+        "'active', CASE WHEN array_contains(g.attrs, 'active') THEN true END",
+        f"'metadata', CASE WHEN size({meta_upd}) > 0 THEN {meta_upd} END",
+    ]
+    upd_fields.sort()
+    update_p = (
+        pushed_p.filter(f"{ip_eff}")
+        .select(
+            F.lit(0).alias("seq"), F.lit("product").alias("entity"), F.col("g.key").alias("key"),
+            F.col("g.stripe_id").alias("stripe_id"), F.lit("update_product").alias("operation"),
+            F.expr(f"to_json(named_struct({', '.join(upd_fields)}))").alias("payload"),
+            _product_observed(cfg).alias("observed"), F.lit(None).cast("string").alias("depends_on"),
+        )
+        .filter("payload <> '{}'")
+    )
+    archive_p = pushed_p.filter(f"NOT {ip_eff} AND array_contains(g.attrs, 'active')").select(
+        F.lit(0).alias("seq"), F.lit("product").alias("entity"), F.col("g.key").alias("key"),
+        F.col("g.stripe_id").alias("stripe_id"), F.lit("archive_product").alias("operation"),
+        F.lit('{"active":false}').alias("payload"), _product_observed(cfg).alias("observed"),
+        F.lit(None).cast("string").alias("depends_on"),
+    )
+    orphan_p = (
+        pd.filter("d.kind = 'missing_in_internal' AND d.action = 'archive' AND d.stripe_id IS NOT NULL")
+        .select("d.key", "d.stripe_id").distinct().alias("g")
+        .join(sp.alias("sp"), F.expr("g.stripe_id = sp.id"), "left")
+        .select(
+            F.lit(0).alias("seq"), F.lit("product").alias("entity"), F.col("g.key").alias("key"),
+            F.col("g.stripe_id").alias("stripe_id"), F.lit("archive_product").alias("operation"),
+            F.lit('{"active":false}').alias("payload"), _product_observed(cfg).alias("observed"),
+            F.lit(None).cast("string").alias("depends_on"),
+        )
+    )
+
+    # -- prices ------------------------------------------------------------------------------
+    prd = d.filter("d.entity = 'price'")
+    created = create_p.select(F.col("key").alias("ckey"), F.col("stripe_id").alias("cid"),
+                              _correction_id().alias("cdep"))
+    # product resolution for an internal product id: existing primary, else the one being created
+    res = (
+        ipr.select(F.col("price_id").alias("rp"), F.col("product_id").alias("rprod")).alias("r")
+        .join(prim, F.expr("r.rprod = prim.pkey"), "left")
+        .join(created.alias("c"), F.expr("r.rprod = c.ckey"), "left")
+        .selectExpr("r.rp", "coalesce(prim.sid, c.cid) AS product_sid",
+                    "CASE WHEN prim.sid IS NULL THEN c.cdep END AS dep")
+        .alias("res")
+    )
+
+    cand_create = (
+        prd.filter("d.kind = 'missing_in_stripe' AND d.action = 'create'")
+        .select(F.col("d.key").alias("key")).distinct().alias("k")
+        .join(ipr.alias("ip"), F.expr("k.key = ip.price_id"))
+        .join(res, F.expr("ip.price_id = res.rp"), "left")
+    )
+    create_pr = cand_create.filter("res.product_sid IS NOT NULL").select(
+        F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("ip.price_id").alias("key"),
+        F.lit(None).cast("string").alias("stripe_id"), F.lit("create_price").alias("operation"),
+        F.expr(f"to_json({_price_create_struct()})").alias("payload"),
+        F.lit(None).cast("string").alias("observed"), F.col("res.dep").alias("depends_on"),
+    )
+    no_product = cand_create.filter("res.product_sid IS NULL").select(
+        F.lit("price").alias("entity"), F.col("ip.price_id").alias("key"),
+        F.lit("product_not_in_stripe").alias("reason"),
+        F.to_json(F.struct(F.col("ip.price_id"), F.col("ip.product_id"))).alias("record"),
+    )
+
+    ipr_eff = "coalesce(ip.active, true)"
+    replace_g = (
+        prd.filter("d.action = 'replace' AND d.stripe_id IS NOT NULL")
+        .groupBy("d.key", "d.stripe_id").agg(F.count("*").alias("n")).alias("g")
+        .join(ipr.alias("ip"), F.expr("g.key = ip.price_id"))
+        .filter(ipr_eff)
+    )
+    replace_keys = replace_g.select(F.col("g.key").alias("rkey")).distinct()
+    replace_pr = (
+        replace_g.join(res, F.expr("ip.price_id = res.rp"), "left")
+        .join(spr.alias("spr"), F.expr("g.stripe_id = spr.id"), "left")
+        .join(sp.alias("op"), F.expr("spr.product = op.id"), "left")
+        .filter("res.product_sid IS NOT NULL")
+        .select(
+            F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("g.key").alias("key"),
+            F.col("g.stripe_id").alias("stripe_id"), F.lit("replace_price").alias("operation"),
+            F.expr(
+                "to_json(named_struct('archive', g.stripe_id, "
+                f"'create', {_price_create_struct(', ' + chr(39) + 'transfer_lookup_key' + chr(39) + ', true')}, "
+                "'default_price_of', CASE WHEN op.default_price = g.stripe_id AND spr.product = res.product_sid "
+                "THEN res.product_sid END))"
+            ).alias("payload"),
+            _price_observed().alias("observed"), F.col("res.dep").alias("depends_on"),
+        )
+    )
+    no_product = no_product.unionByName(
+        replace_g.join(res, F.expr("ip.price_id = res.rp"), "left").filter("res.product_sid IS NULL").select(
+            F.lit("price").alias("entity"), F.col("g.key").alias("key"),
+            F.lit("product_not_in_stripe").alias("reason"),
+            F.to_json(F.struct(F.col("ip.price_id"), F.col("ip.product_id"))).alias("record"),
+        )
+    )
+
+    pushed_pr = (
+        prd.filter("d.kind = 'field_mismatch' AND d.action = 'push' AND d.attribute IS NOT NULL")
+        .groupBy("d.key", "d.stripe_id").agg(F.array_sort(F.collect_set("d.attribute")).alias("attrs")).alias("g")
+        .join(ipr.alias("ip"), F.expr("g.key = ip.price_id"))
+        .join(spr.alias("spr"), F.expr("g.stripe_id = spr.id"), "left")
+    )
+    pr_fields = ["'active', CASE WHEN array_contains(g.attrs, 'active') THEN true END"]
+    for name, attr in cfg.attributes.price.items():
+        if attr.stripe in MUTABLE_PRICE_PARAMS:
+            pr_fields.append(
+                f"'{attr.stripe}', CASE WHEN array_contains(g.attrs, '{name}') "
+                f"THEN coalesce(CAST(ip.{_q(attr.internal)} AS STRING), '') END"
+            )
+    pr_fields.sort()
+    update_pr = (
+        pushed_pr.filter(ipr_eff)
+        .join(replace_keys.alias("rk"), F.expr("g.key = rk.rkey"), "left_anti")
+        .select(
+            F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("g.key").alias("key"),
+            F.col("g.stripe_id").alias("stripe_id"), F.lit("update_price").alias("operation"),
+            F.expr(f"to_json(named_struct({', '.join(pr_fields)}))").alias("payload"),
+            _price_observed().alias("observed"), F.lit(None).cast("string").alias("depends_on"),
+        )
+        .filter("payload <> '{}'")
+    )
+    archive_pr = pushed_pr.filter(f"NOT {ipr_eff} AND array_contains(g.attrs, 'active')").select(
+        F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("g.key").alias("key"),
+        F.col("g.stripe_id").alias("stripe_id"), F.lit("archive_price").alias("operation"),
+        F.lit('{"active":false}').alias("payload"), _price_observed().alias("observed"),
+        F.lit(None).cast("string").alias("depends_on"),
+    )
+    orphan_pr = (
+        prd.filter("d.kind = 'missing_in_internal' AND d.action = 'archive' AND d.stripe_id IS NOT NULL")
+        .select("d.key", "d.stripe_id").distinct().alias("g")
+        .join(spr.alias("spr"), F.expr("g.stripe_id = spr.id"), "left")
+        .select(
+            F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("g.key").alias("key"),
+            F.col("g.stripe_id").alias("stripe_id"), F.lit("archive_price").alias("operation"),
+            F.lit('{"active":false}').alias("payload"), _price_observed().alias("observed"),
+            F.lit(None).cast("string").alias("depends_on"),
+        )
+    )
+
+    parts = [create_p, update_p, create_pr, replace_pr, update_pr]
+    if allow_archives:
+        parts += [archive_p, orphan_p, archive_pr, orphan_pr]
+    allc = parts[0].select(*OUT_COLS)
+    for part in parts[1:]:
+        allc = allc.unionByName(part.select(*OUT_COLS))
+    corrections = allc.select(
+        _correction_id().alias("correction_id"), F.lit(run_id).alias("run_id"),
+        *[F.col(c) for c in OUT_COLS],
+    ).withColumns({
+        "idempotency_key": F.concat(F.lit("recon-"), F.col("correction_id")),
+        "seq": F.col("seq").cast("int"),
+    })
+
+    internal = (
+        d.filter("d.action = 'pull'")
+        .select(
+            F.sha2(F.to_json(F.struct("d.entity", "d.key", "d.attribute", "d.stripe_value")), 256).alias(
+                "correction_id"),
+            F.lit(run_id).alias("run_id"), F.col("d.entity").alias("entity"), F.col("d.key").alias("key"),
+            F.col("d.attribute").alias("attribute"), F.col("d.internal_value").alias("current_value"),
+            F.col("d.stripe_value").alias("new_value"), F.col("d.stripe_id").alias("stripe_id"),
+            F.current_timestamp().alias("created_at"),
+        )
+        .dropDuplicates(["correction_id"])
+    )
+    return PlanFrames(corrections, internal, no_product)
+
+
+def _correction_id() -> Column:
+    """sha256 over (entity, key, stripe_id, operation, payload) as one JSON struct (no separator
+    collisions)."""
+    return F.sha2(
+        F.to_json(F.struct("entity", "key", "stripe_id", "operation", "payload"), NULLS_KEPT), 256
+    )
+
+
+# -- the stage --------------------------------------------------------------------------------------
+
+def _source_run_id(run: Any) -> str:
+    """The detect run to plan: this run's own detect, else the latest successful detect run."""
+    spark, cfg = run.spark, run.cfg
+    if tables.exists(spark, cfg, tables.GOLD_RUNS):
+        runs = tables.read(spark, cfg, tables.GOLD_RUNS).filter(
+            (F.col("stage") == DETECT_STAGE) & (F.col("status") == "ok"))
+        row = runs.agg(
+            F.max(F.when(F.col("run_id") == run.run_id, F.col("run_id"))).alias("own"),
+            F.max("run_id").alias("latest"),
+        ).first()
+        if row and (row["own"] or row["latest"]):
+            return row["own"] or row["latest"]
+    latest = tables.latest_run_id(spark, cfg, tables.GOLD_DISCREPANCIES)
+    if latest is None:
+        raise InputError("no detect run found (gold.runs has no ok 'detect' row and gold.discrepancies is "
+                         "empty): run `recon detect` first")
+    return latest
+
+
+def plan(run: Any) -> dict[str, Any]:
+    """Plan corrections for the latest detect run, guard the plan, write gold.corrections,
+    gold.internal_corrections and gold.plans. Raises :class:`HeldError` (exit 3) when held."""
+    spark, cfg = run.spark, run.cfg
+    with run.stage("plan") as st:
+        source = _source_run_id(run)
+        hint = "run `recon land internal`, `recon land stripe` and `recon detect` first"
+        names = [tables.GOLD_DISCREPANCIES, tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRICES,
+                 tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRICES]
+        for name in names:
+            run.read_version(st, name)
+        disc = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES, hint).filter(F.col("run_id") == source)
+        ip, ipr, sp, spr = (tables.read(spark, cfg, n, hint) for n in names[1:])
+
+        sizes = (
+            ip.select(F.lit(1).alias("p"), F.lit(0).alias("q"), F.lit(0).alias("r"))
+            .unionByName(ipr.select(F.lit(0).alias("p"), F.lit(1).alias("q"), F.lit(0).alias("r")))
+            .unionByName(sp.select(F.lit(0).alias("p"), F.lit(0).alias("q"), F.lit(1).alias("r")))
+            .unionByName(spr.select(F.lit(0).alias("p"), F.lit(0).alias("q"), F.lit(1).alias("r")))
+            .agg(F.sum("p").alias("ip"), F.sum("q").alias("ipr"), F.sum("r").alias("stripe"))
+            .first()
+        )
+        n_ip, n_ipr, n_stripe = (int(sizes[c] or 0) for c in ("ip", "ipr", "stripe"))
+        allow_archives = n_ip > 0
+        frames = build_corrections(disc, ip, ipr, sp, spr, cfg, run.run_id, allow_archives=allow_archives)
+        corr = frames.corrections.cache()
+        try:
+            agg = corr.agg(
+                F.sha2(F.concat_ws(",", F.array_sort(F.collect_list("correction_id"))), 256).alias("plan_hash"),
+                F.count("*").alias("n"),
+                *[F.sum(F.when(F.col("operation") == op, 1).otherwise(0)).alias(op) for op in PRODUCT_OPS + PRICE_OPS],
+            ).first()
+            plan_hash = agg["plan_hash"]
+            counts = {op: int(agg[op] or 0) for op in PRODUCT_OPS + PRICE_OPS}
+            n = int(agg["n"])
+            archives = sum(counts[op] for op in ARCHIVE_OPS)
+            now, prev = guard_mod.internal_snapshot_counts(spark, cfg)
+            verdict = guard_mod.evaluate(cfg.guard, guard_mod.GuardInput(
+                writes=n, archives=archives, catalog=max(n_ip + n_ipr, n_stripe),
+                internal_now=now, internal_prev=prev))
+            reasons = list(verdict.reasons)
+            if not allow_archives:
+                reasons.append("internal input is empty: no archive was planned")
+            status = "held" if verdict.held else "planned"
+
+            out = corr.select(
+                "correction_id", "run_id", F.lit(plan_hash).alias("plan_hash"), "seq", "entity", "key", "stripe_id",
+                "operation", "payload", "observed", "idempotency_key", F.lit(status).alias("status"),
+                F.lit(0).alias("attempts"), F.lit(None).cast("string").alias("last_error"),
+                F.lit(None).cast("string").alias("result_id"), F.current_timestamp().alias("created_at"),
+                F.current_timestamp().alias("updated_at"), "depends_on",
+            )
+            # applied stays applied (never re-sent) unless Stripe was observed in another state since;
+            # everything else is re-planned with the new observation and status.
+            keep = "t.status = 'applied' AND t.observed <=> s.observed"
+            tables.merge_rows(spark, cfg, tables.GOLD_CORRECTIONS, out, ["correction_id"], update={
+                "run_id": "s.run_id", "plan_hash": "s.plan_hash", "seq": "s.seq", "depends_on": "s.depends_on",
+                "observed": "s.observed",
+                "status": f"CASE WHEN {keep} THEN t.status ELSE s.status END",
+                "last_error": f"CASE WHEN {keep} THEN t.last_error END",
+                "updated_at": "s.updated_at",
+            })
+        finally:
+            corr.unpersist()
+        tables.merge_rows(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS, frames.internal, ["correction_id"])
+        n_unplannable = _quarantine(run, frames.unplannable)
+
+        all_counts = {
+            "corrections": n, **counts, "archives": archives, "unplannable": n_unplannable,
+            "catalog_internal": n_ip + n_ipr, "catalog_stripe": n_stripe,
+        }
+        if now is not None:
+            all_counts["internal_products_now"] = now
+        if prev is not None:
+            all_counts["internal_products_prev"] = prev
+        plan_row = spark.createDataFrame(
+            [(plan_hash, run.run_id, status, all_counts, reasons, None, source)],
+            "plan_hash string, run_id string, status string, counts map<string,bigint>, reasons array<string>, "
+            "approved_at timestamp, source_run_id string",
+        ).select("plan_hash", "run_id", "status", "counts", "reasons",
+                 F.current_timestamp().alias("created_at"), "approved_at", "source_run_id")
+        tables.append(spark, cfg, tables.GOLD_PLANS, plan_row)
+        st.counts.update(all_counts)
+        summary: dict[str, Any] = {"plan_hash": plan_hash, "status": status, "source_run_id": source,
+                                   **all_counts, "reasons": reasons}
+        if verdict.held:
+            raise HeldError(
+                f"plan {plan_hash} is held by the blast-radius guard: {'; '.join(verdict.reasons)}. "
+                f"Nothing will be pushed. Review gold.corrections where plan_hash = '{plan_hash}', then "
+                f"release it with: recon push --approve {plan_hash}"
+            )
+    return summary
+
+
+def _quarantine(run: Any, unplannable: DataFrame) -> int:
+    """Corrections that cannot be planned go to gold.quarantine with their reason (nothing lost)."""
+    rows = unplannable.select(
+        F.lit(run.run_id).alias("run_id"), F.lit("plan").alias("stage"), F.lit("plan").alias("source"),
+        "entity", "key", F.array("reason").alias("reasons"), "record",
+        F.lit(None).cast("string").alias("source_file"), F.current_timestamp().alias("quarantined_at"),
+    ).cache()
+    try:
+        n = rows.count()
+        if n:
+            tables.append(run.spark, run.cfg, tables.GOLD_QUARANTINE, rows)
+    finally:
+        rows.unpersist()
+    return n
