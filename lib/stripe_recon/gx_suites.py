@@ -1,0 +1,258 @@
+"""Expectation suites as data (conf/expectations/*.json) and their row rules as Spark SQL.
+
+A suite is GX 1.x ExpectationSuite JSON: ``{"name", "meta", "expectations": [{"type", "kwargs",
+"meta": {"severity": "error"|"warn", "rule": "<row-rule name>"}}]}``.
+
+Row-level vs table-level is decided by the expectation's ``meta.rule``:
+
+* with ``meta.rule`` the expectation is a **row rule**: it is compiled here to a Spark SQL predicate
+  (TRUE when a row breaks it) and evaluated for every row in one projection
+  (:mod:`stripe_recon.quarantine`); rows breaking an ``error`` rule are quarantined with the rule's
+  name as a reason. GX then validates the remaining rows, where the rule holds by construction (GX
+  re-checks it with its own semantics, so a compiler mistake shows up as a failed gate);
+* without ``meta.rule`` the expectation is **table-level** (column types, row-count band, uniqueness of
+  Stripe ids, warn-only checks): GX alone evaluates it and its failure decides the gate.
+
+The suite's ``meta.row_failures`` says what quarantined rows mean for the gate: ``quarantine`` (the
+gate passes on the remaining rows; internal inputs) or ``hold`` (any rejected row holds the gate;
+Stripe inputs and the plan, where dropping a row would make detect or push do the wrong thing).
+
+Values known only at run time are GX suite parameters (``{"$PARAMETER": "iso_currencies"}``) and SQL
+macros in ``unexpected_rows_query`` (``${exponent:currency}``, ``${minor_units:amount:currency}``,
+``${touches_stripe_owned:entity:payload}``), expanded by :func:`load_suite` from code and config.
+
+Example::
+
+    suite = load_suite("internal_prices", cfg)
+    rules = row_rules(suite, parameters(cfg))     # [Rule("null_key", "price_id IS NULL"), ...]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+from . import currencies
+from .config import Config, expectations_dir
+from .errors import ConfigError
+from .quarantine import Rule
+
+SEVERITIES = ("error", "warn")
+ROW_FAILURE_POLICIES = ("quarantine", "hold")
+QUERY_PREFIX = "SELECT * FROM {batch} WHERE "
+# Schema expectations: checked on the raw frame before any row rule is compiled against it.
+SCHEMA_TYPES = ("expect_column_to_exist", "expect_column_values_to_be_of_type")
+_MACRO = re.compile(r"\$\{([a-z_]+)((?::[A-Za-z_][A-Za-z0-9_]*)*)\}")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def suite_path(name: str):
+    return expectations_dir() / f"{name}.json"
+
+
+def load_suite(name: str, cfg: Config) -> dict[str, Any]:
+    """Read conf/expectations/{name}.json, check its shape and expand the SQL macros."""
+    path = suite_path(name)
+    try:
+        suite = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"expectation suite {name!r} not found at {path}: restore conf/expectations/") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"expectation suite {path} is not valid JSON: {exc}") from None
+    if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
+        raise ConfigError(f"expectation suite {path} must be an object with an 'expectations' list")
+    meta = suite.setdefault("meta", {})
+    if meta.get("row_failures", "quarantine") not in ROW_FAILURE_POLICIES:
+        raise ConfigError(f"{path}: meta.row_failures must be one of {ROW_FAILURE_POLICIES}")
+    for i, exp in enumerate(suite["expectations"]):
+        if not isinstance(exp, dict) or "type" not in exp:
+            raise ConfigError(f"{path}: expectation #{i} needs a 'type' (GX 1.x suites use 'type', not 'expectation_type')")
+        exp.setdefault("kwargs", {})
+        emeta = exp.setdefault("meta", {})
+        emeta.setdefault("severity", "error")
+        if emeta["severity"] not in SEVERITIES:
+            raise ConfigError(f"{path}: expectation #{i} ({exp['type']}) meta.severity must be one of {SEVERITIES}")
+        query = exp["kwargs"].get("unexpected_rows_query")
+        if isinstance(query, str):
+            exp["kwargs"]["unexpected_rows_query"] = expand_macros(query, cfg, where=f"{path} #{i}")
+    return suite
+
+
+def expand_macros(sql: str, cfg: Config, where: str = "suite") -> str:
+    """Replace ``${name:arg:...}`` with the SQL the macro stands for."""
+
+    def repl(m: re.Match[str]) -> str:
+        name, args = m.group(1), [a for a in m.group(2).split(":") if a]
+        fn = MACROS.get(name)
+        if fn is None:
+            raise ConfigError(f"{where}: unknown macro ${{{name}}}; known: {', '.join(sorted(MACROS))}")
+        try:
+            return "(" + fn(cfg, *args) + ")"
+        except TypeError:
+            raise ConfigError(f"{where}: macro ${{{name}}} got the wrong number of arguments {args}") from None
+
+    out = _MACRO.sub(repl, sql)
+    if "${" in out:
+        raise ConfigError(f"{where}: malformed macro in {sql!r} (write ${{name:column}})")
+    return out
+
+
+def _exponent(cfg: Config, currency_col: str) -> str:
+    return currencies.exponent_expr(currency_col)
+
+
+def _minor_units(cfg: Config, amount_col: str, currency_col: str) -> str:
+    # Decimal arithmetic (pow() alone is a double and would hide sub-minor digits).
+    return f"{amount_col} * CAST(pow(10, {currencies.exponent_expr(currency_col)}) AS DECIMAL(4, 0))"
+
+
+def _touches_stripe_owned(cfg: Config, entity_col: str, payload_col: str) -> str:
+    """TRUE when a correction's payload writes an attribute or metadata key owned by Stripe."""
+    keys = f"coalesce(json_object_keys({payload_col}), array())"
+    recurring = f"coalesce(json_object_keys(get_json_object({payload_col}, '$.recurring')), array())"
+    parts: list[str] = []
+    for entity, attrs in (("product", cfg.attributes.product), ("price", cfg.attributes.price)):
+        checks = []
+        for attr in attrs.values():
+            if attr.owner != "stripe":
+                continue
+            field = attr.stripe.split(".")[-1]
+            if attr.compare == "map" or field == "metadata":
+                checks.append(f"array_contains({keys}, 'metadata')")
+            elif field in ("interval", "interval_count"):
+                checks.append(f"array_contains({recurring}, {_lit(field)})")
+            else:
+                checks.append(f"array_contains({keys}, {_lit(field)})")
+        if checks:
+            parts.append(f"({entity_col} = {_lit(entity)} AND ({' OR '.join(checks)}))")
+    owned = [k for k, owner in cfg.metadata.owners.items() if owner == "stripe"]
+    if owned:
+        mkeys = f"coalesce(json_object_keys(get_json_object({payload_col}, '$.metadata')), array())"
+        tests = [f"k LIKE {_lit(_like_prefix(k[:-1]))}" if k.endswith("*") else f"k = {_lit(k)}" for k in owned]
+        parts.append(f"exists({mkeys}, k -> {' OR '.join(tests)})")
+    return " OR ".join(parts) if parts else "false"
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching strings that start with ``prefix`` (its % and _ taken literally)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+MACROS = {
+    "exponent": _exponent,
+    "minor_units": _minor_units,
+    "touches_stripe_owned": _touches_stripe_owned,
+}
+
+
+def parameters(cfg: Config) -> dict[str, Any]:
+    """Suite parameters every suite may use (``{"$PARAMETER": name}``); row-count ones are added per table."""
+    return {"iso_currencies": sorted(currencies.EXPONENTS)}
+
+
+def _lit(value: Any) -> str:
+    """A Spark SQL literal for a JSON scalar."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return f"{value}"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def _col(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ConfigError(f"{where}: column {name!r} must be a plain column name")
+    return f"`{name}`"
+
+
+def _resolve(value: Any, params: dict[str, Any], where: str) -> Any:
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        name = value["$PARAMETER"]
+        if name not in params:
+            raise ConfigError(f"{where}: suite parameter {name!r} has no value; known: {', '.join(sorted(params))}")
+        return params[name]
+    return value
+
+
+def compile_rule(exp: dict[str, Any], params: dict[str, Any], where: str = "suite") -> Rule:
+    """The Spark SQL predicate (TRUE = row breaks it) equivalent to one GX expectation.
+
+    Null handling follows GX: column-map expectations other than not_be_null ignore nulls.
+    """
+    etype, kw = exp["type"], exp["kwargs"]
+    name, severity = exp["meta"]["rule"], exp["meta"]["severity"]
+    if kw.get("mostly") not in (None, 1, 1.0):
+        raise ConfigError(f"{where}: row rule {name!r} cannot use 'mostly' (a row either passes or not)")
+    if etype == "unexpected_rows_expectation":
+        query = kw.get("unexpected_rows_query", "")
+        if not isinstance(query, str) or not query.startswith(QUERY_PREFIX):
+            raise ConfigError(f"{where}: row rule {name!r} query must start with {QUERY_PREFIX!r}")
+        return Rule(name, f"({query[len(QUERY_PREFIX):]})", severity)
+    col = _col(kw.get("column"), where)
+    if etype == "expect_column_values_to_not_be_null":
+        return Rule(name, f"{col} IS NULL", severity)
+    if etype in ("expect_column_values_to_be_in_set", "expect_column_values_to_not_be_in_set"):
+        values = _resolve(kw.get("value_set"), params, where)
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"{where}: row rule {name!r} needs a non-empty value_set")
+        in_list = f"{col} IN ({', '.join(_lit(v) for v in values)})"
+        broken = f"NOT ({in_list})" if etype.endswith("_be_in_set") else in_list
+        return Rule(name, f"{col} IS NOT NULL AND {broken}", severity)
+    if etype in ("expect_column_values_to_be_between", "expect_column_value_lengths_to_be_between"):
+        target = col if etype == "expect_column_values_to_be_between" else f"length({col})"
+        lo, hi = _resolve(kw.get("min_value"), params, where), _resolve(kw.get("max_value"), params, where)
+        conds = []
+        if lo is not None:
+            conds.append(f"{target} {'<=' if kw.get('strict_min') else '<'} {_lit(lo)}")
+        if hi is not None:
+            conds.append(f"{target} {'>=' if kw.get('strict_max') else '>'} {_lit(hi)}")
+        if not conds:
+            raise ConfigError(f"{where}: row rule {name!r} needs min_value or max_value")
+        return Rule(name, " OR ".join(conds), severity)
+    if etype in ("expect_column_values_to_match_regex", "expect_column_values_to_not_match_regex"):
+        regex = _lit(_resolve(kw.get("regex"), params, where))
+        broken = f"NOT ({col} RLIKE {regex})" if "_to_match_" in etype else f"{col} RLIKE {regex}"
+        return Rule(name, f"{col} IS NOT NULL AND {broken}", severity)
+    if etype == "expect_column_values_to_be_unique":
+        return Rule(name, f"{col} IS NOT NULL AND count(1) OVER (PARTITION BY {col}) > 1", severity)
+    raise ConfigError(
+        f"{where}: expectation {etype} cannot be a row rule ({name!r}); remove meta.rule to make it "
+        "table-level, or write it as an unexpected_rows_expectation"
+    )
+
+
+def row_rules(suite: dict[str, Any], params: dict[str, Any]) -> list[Rule]:
+    """All row rules of a suite, in suite order."""
+    out = []
+    for i, exp in enumerate(suite["expectations"]):
+        if exp["meta"].get("rule"):
+            out.append(compile_rule(exp, params, where=f"suite {suite['name']} #{i}"))
+    return out
+
+
+def schema_problems(suite: dict[str, Any], schema) -> list[str]:
+    """Required columns missing or of the wrong Spark type (checked before row rules can run)."""
+    fields = {f.name: type(f.dataType).__name__ for f in schema.fields}
+    problems = []
+    for exp in suite["expectations"]:
+        if exp["type"] not in SCHEMA_TYPES:
+            continue
+        col = exp["kwargs"].get("column")
+        if col not in fields:
+            problems.append(f"column {col} is missing")
+        elif exp["type"] == "expect_column_values_to_be_of_type" and fields[col] != exp["kwargs"].get("type_"):
+            problems.append(f"column {col} is {fields[col]}, expected {exp['kwargs'].get('type_')}")
+    return problems
+
+
+def schema_only(suite: dict[str, Any]) -> dict[str, Any]:
+    """The suite reduced to its schema expectations (used when the schema itself is broken)."""
+    out = copy.deepcopy(suite)
+    out["expectations"] = [e for e in out["expectations"] if e["type"] in SCHEMA_TYPES]
+    return out

@@ -1,0 +1,424 @@
+"""Validation gates: Great Expectations suites + row-level quarantine, with Data Docs per run.
+
+Two gates, each a stage of its own with a runs-ledger row:
+
+* :func:`validate_inputs` (stage ``validate_inputs``) checks the four silver tables before detect;
+* :func:`validate_plan` (stage ``validate_plan``) checks the latest plan's ``planned`` corrections
+  before push.
+
+For each table (see :mod:`stripe_recon.gx_suites` for the suite format and which expectations are
+row-level and which table-level):
+
+1. the required columns and types are checked on the schema (a broken schema holds the gate at once:
+   no row rule can be evaluated against a missing column);
+2. every row rule becomes one Spark projection adding ``_reasons`` (no UDF, no collect); one
+   aggregation counts rows in, rejected rows and rows per rule;
+3. rejected rows go to ``gold.quarantine`` (stage ``validate``) with their reasons; in every case
+   ``rows_in = valid + quarantined``;
+4. GX validates the valid rows (the cached frame) with the whole suite, through a Checkpoint whose
+   ``UpdateDataDocsAction`` writes ``{storage.root}/runs/{run_id}/data_docs/index.html``;
+5. the gate: an ``error`` expectation failing, or rejected rows under a suite whose
+   ``meta.row_failures`` is ``hold``, holds the stage (:class:`HeldError`, exit code 3; nothing
+   downstream runs). ``warn`` failures are only reported. When a silver table's gate passes and rows
+   were rejected, the table is replaced by its valid rows so detect never sees them; a held table is
+   left as it was, so re-running validate holds again until the input is fixed.
+
+The row-count band compares a table's valid rows with the valid rows of the latest ``ok``
+``validate_inputs`` ledger row of another run: ``prev * (1 - band) <= n <= prev * (1 + band)``
+(``validation.row_count_band``). The first run has no band.
+
+Example::
+
+    run = Run.new(spark, cfg)
+    summary = validate_inputs(run)     # {"rows_in": ..., "valid": ..., "quarantined": ..., "data_docs": ".../index.html"}
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from . import gx_suites, quarantine, tables
+from .errors import HeldError
+from .quarantine import REASONS
+
+log = logging.getLogger(__name__)
+
+INPUT_SUITES: list[tuple[str, str]] = [
+    ("internal_products", tables.SILVER_INTERNAL_PRODUCTS),
+    ("internal_prices", tables.SILVER_INTERNAL_PRICES),
+    ("stripe_products", tables.SILVER_STRIPE_PRODUCTS),
+    ("stripe_prices", tables.SILVER_STRIPE_PRICES),
+]
+PLAN_SUITE = "corrections"
+STAGE_INPUTS = "validate_inputs"
+STAGE_PLAN = "validate_plan"
+DOCS_SITE = "recon"
+
+
+@dataclass
+class TableResult:
+    """What one suite found on one table (also the shape of the per-table entries returned)."""
+
+    suite: str
+    table: str
+    rows_in: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    evaluated: int = 0
+    held_because: list[str] = field(default_factory=list)
+
+    @property
+    def held(self) -> bool:
+        return bool(self.held_because)
+
+    def failed_count(self, severity: str) -> int:
+        return sum(1 for f in self.failed if f["severity"] == severity)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "rows_in": self.rows_in,
+            "valid": self.valid,
+            "quarantined": self.quarantined,
+            "reasons": self.reasons,
+            "expectations_evaluated": self.evaluated,
+            "expectations_failed": {"error": self.failed_count("error"), "warn": self.failed_count("warn")},
+            "failed": self.failed,
+            "status": "held" if self.held else "ok",
+        }
+
+
+# -- public stages ------------------------------------------------------------------------------
+
+def validate_inputs(run) -> dict[str, Any]:
+    """Gate the four silver tables; quarantine bad rows; raise HeldError when the gate holds."""
+    cfg = run.cfg
+    with run.stage(STAGE_INPUTS) as st:
+        if not cfg.validation.enabled:
+            st.message = "skipped: validation.enabled is false"
+            return {"status": "skipped", "message": st.message}
+        previous = _previous_valid_counts(run)
+        gx = GxRunner(run)
+        results = []
+        for suite_name, table in INPUT_SUITES:
+            run.read_version(st, table)
+            df = tables.read(run.spark, cfg, table, hint="run `recon land internal` and `recon land stripe` first")
+            extra = _row_count_parameters(previous.get(suite_name), cfg.validation.row_count_band)
+            results.append(_validate_table(run, gx, suite_name, table, df, extra, replace_silver=True))
+        docs = gx.publish()
+        summary = _summarise(results, docs)
+        _record(st, results, summary)
+        _raise_if_held(results, docs, STAGE_INPUTS, run.run_id,
+                       "fix the source data, land it again and re-run `recon validate`")
+        return summary
+
+
+def validate_plan(run) -> dict[str, Any]:
+    """Gate the latest plan's ``planned`` corrections before push; raise HeldError when it holds.
+
+    Rejected corrections are quarantined (source ``plan``, entity ``correction``) and their outbox
+    row is set to status ``held`` with the reasons in ``last_error``, so no push sends them.
+    """
+    cfg = run.cfg
+    with run.stage(STAGE_PLAN) as st:
+        if not cfg.validation.enabled:
+            st.message = "skipped: validation.enabled is false"
+            return {"status": "skipped", "message": st.message}
+        run.read_version(st, tables.GOLD_CORRECTIONS)
+        planned = tables.read_or_empty(run.spark, cfg, tables.GOLD_CORRECTIONS, tables.CORRECTIONS_SCHEMA).filter(
+            F.col("status") == "planned"
+        )
+        latest = planned.agg(F.max("run_id")).first()[0]
+        plan = planned.filter(F.col("run_id") == latest) if latest is not None else planned
+        gx = GxRunner(run)
+        result = _validate_table(run, gx, PLAN_SUITE, tables.GOLD_CORRECTIONS, plan, {}, replace_silver=False)
+        docs = gx.publish()
+        summary = _summarise([result], docs)
+        summary["plan_run_id"] = latest
+        _record(st, [result], summary)
+        _raise_if_held([result], docs, STAGE_PLAN, run.run_id,
+                       "nothing was pushed; fix the planner input or configuration and re-run `recon plan`")
+        return summary
+
+
+# -- one table ----------------------------------------------------------------------------------
+
+def _validate_table(
+    run, gx: GxRunner, suite_name: str, table: str, df: DataFrame, extra_params: dict[str, Any], replace_silver: bool
+) -> TableResult:
+    cfg = run.cfg
+    suite = gx_suites.load_suite(suite_name, cfg)
+    meta = suite["meta"]
+    params = {**gx_suites.parameters(cfg), **extra_params}
+    res = TableResult(suite_name, table)
+
+    problems = gx_suites.schema_problems(suite, df.schema)
+    if problems:
+        # Row rules cannot run against a broken schema: report the schema expectations only.
+        res.rows_in = res.valid = df.count()
+        _collect(res, gx.validate(gx_suites.schema_only(suite), df, params))
+        res.held_because.append(f"schema: {'; '.join(problems)}")
+        return res
+
+    rules = gx_suites.row_rules(suite, params)
+    error_rules = list(dict.fromkeys(r.name for r in rules if r.severity == "error"))
+    flagged = quarantine.flag(df, rules).persist()
+    try:
+        agg = flagged.agg(
+            F.count(F.lit(1)).alias("rows_in"),
+            F.coalesce(F.sum((F.size(REASONS) > 0).cast("long")), F.lit(0)).alias("quarantined"),
+            *[F.coalesce(F.sum(F.array_contains(REASONS, r).cast("long")), F.lit(0)).alias(f"r{i}")
+              for i, r in enumerate(error_rules)],
+        ).first()
+        res.rows_in, res.quarantined = int(agg["rows_in"]), int(agg["quarantined"])
+        res.valid = res.rows_in - res.quarantined
+        res.reasons = {r: int(agg[f"r{i}"]) for i, r in enumerate(error_rules) if agg[f"r{i}"]}
+        valid, rejected = quarantine.split(flagged)
+
+        if res.quarantined:
+            source_file = "_source_file" if "_source_file" in df.columns else None
+            rows = quarantine.to_quarantine_rows(
+                run.run_id, rejected, "validate", meta.get("source", suite_name), meta.get("entity", "unknown"),
+                meta.get("key"), source_file_col=source_file,
+            )
+            quarantine.append_quarantine(run, rows)
+            if meta.get("row_failures") == "hold":
+                counts = ", ".join(f"{k}: {v}" for k, v in res.reasons.items())
+                res.held_because.append(f"{res.quarantined} rows broke row rules ({counts}); this suite holds on them")
+            if table == tables.GOLD_CORRECTIONS:
+                _hold_corrections(run, rejected)
+
+        _collect(res, gx.validate(suite, valid, params))
+        if not res.held and res.quarantined and replace_silver:
+            tables.overwrite(run.spark, cfg, table, valid)
+    finally:
+        flagged.unpersist()
+    return res
+
+
+def _collect(res: TableResult, result) -> None:
+    """Fold a GX suite validation result into ``res`` (failures by severity; errors hold)."""
+    res.evaluated += len(result.results)
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        meta = cfg.meta or {}
+        detail = r.result or {}
+        observed = detail.get("observed_value", detail.get("unexpected_count"))
+        exc = (r.exception_info or {}).get("exception_message") if r.exception_info else None
+        kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "unexpected_rows_query")}
+        entry = {
+            "expectation": cfg.type,
+            "kwargs": _jsonable(kwargs),
+            "rule": meta.get("rule"),
+            "severity": meta.get("severity", "error"),
+            "observed": _jsonable(observed),
+        }
+        if exc:
+            entry["exception"] = str(exc)[:500]
+        res.failed.append(entry)
+        if entry["severity"] == "error":
+            what = cfg.type + (f" ({entry['rule']})" if entry["rule"] else "")
+            col = kwargs.get("column")
+            res.held_because.append(
+                f"{what}{' on ' + col if col else ''} failed: observed {entry['observed']!r}"
+                + (f", expected {kwargs.get('min_value')}..{kwargs.get('max_value')}"
+                   if cfg.type == "expect_table_row_count_to_be_between" else "")
+                + (f" [{entry['exception']}]" if exc else "")
+            )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value[:20]]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _hold_corrections(run, rejected: DataFrame) -> None:
+    """Mark rejected corrections ``held`` in the outbox so no push sends them."""
+    cols = tables.CORRECTIONS_SCHEMA.fieldNames()
+    held = rejected.dropDuplicates(["correction_id"]).withColumns(
+        {
+            "status": F.lit("held"),
+            "last_error": F.concat(F.lit("validate_plan: "), F.concat_ws(", ", F.col(REASONS))),
+            "updated_at": F.current_timestamp(),
+        }
+    ).select(*cols)
+    tables.merge_upsert(run.spark, run.cfg, tables.GOLD_CORRECTIONS, held, ["correction_id"])
+
+
+# -- row-count band -----------------------------------------------------------------------------
+
+def _previous_valid_counts(run) -> dict[str, int]:
+    """Valid rows per suite from the latest ``ok`` validate_inputs ledger row of another run."""
+    runs = tables.read_or_empty(run.spark, run.cfg, tables.GOLD_RUNS, tables.RUNS_SCHEMA)
+    row = (
+        runs.filter((F.col("stage") == STAGE_INPUTS) & (F.col("status") == "ok") & (F.col("run_id") != run.run_id))
+        .orderBy(F.col("finished_at").desc(), F.col("run_id").desc())
+        .select("counts")
+        .first()
+    )
+    counts = (row["counts"] or {}) if row else {}
+    return {name: int(counts[f"{name}.valid"]) for name, _ in INPUT_SUITES if f"{name}.valid" in counts}
+
+
+def _row_count_parameters(previous: int | None, band: float) -> dict[str, Any]:
+    if previous is None:
+        return {"row_count_min": 0, "row_count_max": None}
+    return {
+        "row_count_min": max(0, math.ceil(previous * (1 - band))),
+        "row_count_max": math.floor(previous * (1 + band)),
+    }
+
+
+# -- results ------------------------------------------------------------------------------------
+
+def _summarise(results: list[TableResult], docs: str | None) -> dict[str, Any]:
+    return {
+        "status": "held" if any(r.held for r in results) else "ok",
+        "rows_in": sum(r.rows_in for r in results),
+        "valid": sum(r.valid for r in results),
+        "quarantined": sum(r.quarantined for r in results),
+        "expectations_failed": {
+            "error": sum(r.failed_count("error") for r in results),
+            "warn": sum(r.failed_count("warn") for r in results),
+        },
+        "tables": {r.suite: r.as_dict() for r in results},
+        "data_docs": docs,
+    }
+
+
+def _record(st, results: list[TableResult], summary: dict[str, Any]) -> None:
+    """Counts for the runs ledger: totals and ``{suite}.{count}`` per table."""
+    st.counts.update(
+        rows_in=summary["rows_in"], valid=summary["valid"], quarantined=summary["quarantined"],
+        expectations_failed_error=summary["expectations_failed"]["error"],
+        expectations_failed_warn=summary["expectations_failed"]["warn"],
+    )
+    for r in results:
+        st.counts.update({
+            f"{r.suite}.rows_in": r.rows_in, f"{r.suite}.valid": r.valid, f"{r.suite}.quarantined": r.quarantined,
+            f"{r.suite}.expectations_failed_error": r.failed_count("error"),
+            f"{r.suite}.expectations_failed_warn": r.failed_count("warn"),
+        })
+    warns = [f"{r.suite}: {f['expectation']}" + (f" on {f['kwargs'].get('column')}" if f["kwargs"].get("column") else "")
+             for r in results for f in r.failed if f["severity"] == "warn"]
+    if warns:
+        st.message = "warnings: " + "; ".join(warns)
+    if summary["data_docs"]:
+        st.message = (st.message + "; " if st.message else "") + f"data docs: {summary['data_docs']}"
+
+
+def _raise_if_held(results: list[TableResult], docs: str | None, stage: str, run_id: str, todo: str) -> None:
+    held = [r for r in results if r.held]
+    if not held:
+        return
+    lines = [f"{r.suite} ({r.table}): " + "; ".join(r.held_because) for r in held]
+    where = f" Data Docs: {docs}." if docs else ""
+    raise HeldError(
+        f"{stage} held the run: " + " | ".join(lines)
+        + f". Nothing downstream ran. Rejected rows are in gold.quarantine (run_id {run_id}).{where} To go on: {todo}."
+    )
+
+
+# -- Great Expectations -------------------------------------------------------------------------
+
+class GxRunner:
+    """One GX file context per run under ``runs/{run_id}/gx`` (results persist, so the Data Docs
+    index of a run lists the input gate and the plan gate even when they run in two processes).
+
+    When ``storage.root`` is a URI (s3a://, file://) the context and Data Docs are built in a local
+    folder and the Data Docs are copied to ``{root}/runs/{run_id}/data_docs`` with Hadoop's FileSystem.
+    """
+
+    def __init__(self, run) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self._gx = gx
+        self.run = run
+        root = run.cfg.storage.root.rstrip("/")
+        self.remote = "://" in root
+        self.target = f"{root}/runs/{run.run_id}/data_docs"
+        base = Path(tempfile.gettempdir()) / "stripe-recon" / run.run_id if self.remote else Path(root) / "runs" / run.run_id
+        self.local_docs = (base / "data_docs").resolve()
+        self.docs_enabled = run.cfg.validation.data_docs
+        self.context = gx.get_context(mode="file", project_root_dir=str((base / "gx").resolve()))
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        for site in list(self.context.get_config().data_docs_sites or {}):
+            self.context.delete_data_docs_site(site)
+        if self.docs_enabled:
+            self.context.add_data_docs_site(
+                DOCS_SITE,
+                {
+                    "class_name": "SiteBuilder",
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(self.local_docs)},
+                },
+            )
+        # The frames handed over are already cached (or cheap filters of a cached frame).
+        self.source = self.context.data_sources.add_or_update_spark(name="spark", persist=False)
+
+    def validate(self, suite_dict: dict[str, Any], df: DataFrame, params: dict[str, Any]):
+        """Run the suite on ``df`` through a Checkpoint (which updates the Data Docs); the suite result."""
+        gx = self._gx
+        from great_expectations.checkpoint import UpdateDataDocsAction
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        name = suite_dict["name"]
+        suite = self.context.suites.add_or_update(
+            gx.ExpectationSuite(name=name, expectations=suite_dict["expectations"], meta=suite_dict.get("meta", {}))
+        )
+        try:
+            asset = self.source.get_asset(name)
+        except LookupError:
+            asset = self.source.add_dataframe_asset(name=name)
+        try:
+            batch_def = asset.get_batch_definition("whole")
+        except KeyError:
+            batch_def = asset.add_batch_definition_whole_dataframe("whole")
+        vd = self.context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=f"{name}", data=batch_def, suite=suite)
+        )
+        actions = [UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if self.docs_enabled else []
+        checkpoint = self.context.checkpoints.add_or_update(
+            gx.Checkpoint(name=f"recon_{name}", validation_definitions=[vd], actions=actions, result_format="SUMMARY")
+        )
+        result = checkpoint.run(
+            batch_parameters={"dataframe": df},
+            expectation_parameters=params,
+            run_id=RunIdentifier(run_name=self.run.run_id),
+        )
+        return next(iter(result.run_results.values()))
+
+    def publish(self) -> str | None:
+        """Where the Data Docs index is (copied to the storage root first when that is a URI)."""
+        if not self.docs_enabled:
+            return None
+        if not self.remote:
+            return str(self.local_docs / "index.html")
+        spark = self.run.spark
+        jvm = spark._jvm
+        hadoop_path = jvm.org.apache.hadoop.fs.Path
+        dst = hadoop_path(self.target)
+        fs = dst.getFileSystem(spark._jsc.hadoopConfiguration())
+        fs.delete(dst, True)
+        fs.copyFromLocalFile(False, True, hadoop_path(self.local_docs.as_uri()), dst)
+        return f"{self.target}/index.html"
