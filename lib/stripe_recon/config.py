@@ -204,8 +204,12 @@ def conf_dir() -> Path:
         packaged: Any = resources.files("stripe_recon.conf")
     except ModuleNotFoundError:  # conf/ has no __init__.py: not importable from inside a zip
         packaged = None
-    if packaged is not None and Path(str(packaged), "base.yaml").is_file():
-        return Path(str(packaged))
+    if packaged is not None:
+        # conf/ is a namespace package: files() gives a MultiplexedPath (no usable str()); joinpath
+        # gives a real pathlib.Path for an installed wheel, a zipfile.Path inside a zip.
+        base = packaged.joinpath("base.yaml")
+        if isinstance(base, Path) and base.is_file():
+            return base.parent
     return _extract_zipped_conf(packaged if packaged is not None else _zip_conf())
 
 
