@@ -375,7 +375,7 @@ def detect(run) -> dict[str, int]:
         tables.replace_where(spark, cfg, tables.GOLD_DISCREPANCIES, out, cond)
         written = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(cond)
         counts: dict[str, int] = {"discrepancies": 0, **{k: 0 for k in KINDS}}
-        for r in written.groupBy("entity", "kind").count().collect():  # at most 10 aggregate rows
+        for r in written.groupBy("entity", "kind").count().collect():  # aggregate: at most 10 count rows
             counts["discrepancies"] += r["count"]
             counts[r["kind"]] = counts.get(r["kind"], 0) + r["count"]
             counts[f"{r['entity']}.{r['kind']}"] = r["count"]
