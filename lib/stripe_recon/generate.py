@@ -22,7 +22,8 @@ must report under docs/internals.md and the default conf/base.yaml):
   picks them): missing_in_stripe (its active prices cascade to price missing_in_stripe rows),
   field_mismatch on name, description, active (soft-deleted internally through ``deleted_at``, still
   active in Stripe), tax_code and ``metadata.color`` / ``metadata.legacy_sku`` (half each),
-  duplicate_in_stripe (a later-created active copy with the same ``metadata.internal_id``);
+  duplicate_in_stripe (a later-created active copy with the same ``metadata.internal_id`` and another
+  name: only the older primary is compared, so the copy's name is no field_mismatch);
 - prices, each with probability ``rate`` (prices of products present in Stripe): missing_in_stripe,
   field_mismatch on amount, nickname, active (archived internally, active in Stripe),
   price_product_mismatch (the Stripe price hangs off the next product's Stripe product);
@@ -312,8 +313,8 @@ def _stripe_products(w: DataFrame, orphans: DataFrame) -> DataFrame:
     )
     dup_created = f"created_s + 1 + pmod(i, {3600})"
     dups = w.filter("kind = 'duplicate_in_stripe'").select(
-        F.expr(_product_json("dup_stripe_id", "true", dup_created, _NULL_S, description, metadata, name, tax,
-                             dup_created)).alias("value")
+        F.expr(_product_json("dup_stripe_id", "true", dup_created, _NULL_S, description, metadata,
+                             "concat(base_name, ' (retry)')", tax, dup_created)).alias("value")
     )
     orphan_rows = orphans.select(
         F.expr(_product_json("stripe_id", "active", "created_s", _NULL_S, _NULL_S,
