@@ -29,7 +29,7 @@ from . import tables
 from .config import Config, Guard
 
 #: Ledger count keys that may hold the landed internal product count (first one present wins).
-PRODUCT_COUNT_KEYS = ("products", "products_valid", "products_accepted", "silver_products", "products_out")
+PRODUCT_COUNT_KEYS = ("products.silver_rows", "products.landed", "products", "products_valid", "products_accepted", "silver_products", "products_out")
 LAND_INTERNAL_STAGE = "land_internal"
 
 

@@ -424,7 +424,7 @@ class _StatusWriter(threading.Thread):
 
 
 class _Progress:
-    def __init__(self, total: int, stream: Any = sys.stderr, every: float = 2.0) -> None:
+    def __init__(self, total: int, stream: Any = None, every: float = 2.0) -> None:
         self.total, self.stream, self.every = total, stream, every
         self.done = 0
         self.t0 = time.monotonic()
@@ -443,7 +443,7 @@ class _Progress:
             rate = self.done / el
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
             print(f"push: {self.done}/{self.total} ({self.done / max(self.total, 1):.0%}) "
-                  f"{rate:.1f}/s ETA {eta:.0f}s", file=self.stream, flush=True)
+                  f"{rate:.1f}/s ETA {eta:.0f}s", file=self.stream or sys.stderr, flush=True)
 
 
 def push(run: Any, dry_run: bool = False, approve: str | None = None, force: bool = False,
