@@ -48,6 +48,7 @@ def _check(spark, make_cfg, tmp_path, products: int, seed: int) -> dict:
     return counts
 
 
+@pytest.mark.compat  # also on pyspark 3.5 + delta-spark 3.3 (AWS Glue 5.0): `make test-compat`
 def test_detect_equals_truth_3k(spark, make_cfg, tmp_path):
     _check(spark, make_cfg, tmp_path, products=3000, seed=11)
 
