@@ -8,9 +8,10 @@ file contents, another seed another catalog.
 Layout under OUT (local path or any Hadoop URI)::
 
     internal/products.parquet  internal/prices.parquet    Spark Parquet folders
-    internal/products.csv      internal/prices.csv        same rows; header; metadata as a JSON
-                                                          string; ISO timestamps; amounts as
-                                                          decimal strings in the currency's precision
+    internal/products.csv      internal/prices.csv        same rows; header; RFC 4180 quoting ("" in
+                                                          quotes); metadata as a JSON string; ISO
+                                                          timestamps (2025-03-01T10:00:00Z); amounts
+                                                          as decimal strings in the currency's precision
     stripe/products/  stripe/prices/                      JSON lines (text part files), one API object
                                                           per line, as ``GET /v1/products|prices`` returns
     truth.jsonl/                                          JSON lines: entity, key, kind, attribute
@@ -18,17 +19,21 @@ Layout under OUT (local path or any Hadoop URI)::
 Seeded discrepancies (each on disjoint rows, so ``truth.jsonl`` is exactly what ``recon detect``
 must report under docs/internals.md and the default conf/base.yaml):
 
-- products, exactly ``max(1, round(products * rate))`` rows per kind (a permutation of the index
-  picks them): missing_in_stripe (its active prices cascade to price missing_in_stripe rows),
+- products, exactly ``max(1, round(products * rate))`` rows per kind and trap (an affine permutation
+  of the index picks them; with fewer than 12 x that many products the last kinds get fewer rows):
+  missing_in_stripe (its active prices cascade to price missing_in_stripe rows),
   field_mismatch on name, description, active (soft-deleted internally through ``deleted_at``, still
-  active in Stripe), tax_code and ``metadata.color`` / ``metadata.legacy_sku`` (half each),
+  active in Stripe), tax_code and ``metadata.color`` (other value) / ``metadata.legacy_sku`` (extra
+  Stripe key), picked by a hashed variant,
   duplicate_in_stripe (a later-created active copy with the same ``metadata.internal_id`` and another
   name: only the older primary is compared, so the copy's name is no field_mismatch);
 - prices, each with probability ``rate`` (prices of products present in Stripe): missing_in_stripe,
   field_mismatch on amount, nickname, active (archived internally, active in Stripe),
-  price_product_mismatch (the Stripe price hangs off the next product's Stripe product);
+  price_product_mismatch (the Stripe price hangs off the next product's Stripe product; when that
+  product is not in Stripe the price stays clean);
 - missing_in_internal: ``round(products * rate)`` active orphan Stripe products (their
-  ``internal_id`` is an id beyond the internal range) with two active orphan prices each.
+  ``internal_id`` is an id beyond the internal range) with two active orphan prices each, plus as
+  many archived orphans with one archived price (a trap: inactive and unmapped is no row).
 
 Traps normalisation must erase (never in truth; the same number of rows as a seeded kind):
 
@@ -81,7 +86,6 @@ PRICE_KINDS = (
     "trap_archived_both", "trap_inactive_absent", "trap_whitespace",
 )
 MAX_RATE = 1.0 / len(PRODUCT_KINDS)
-FIELD_KINDS = {"product": ("name", "description", "active", "tax_code"), "price": ("amount", "nickname", "active")}
 
 ADJECTIVES = ("Basic", "Pro", "Premium", "Team", "Enterprise", "Starter", "Ultra", "Classic")
 NOUNS = ("Plan", "Widget", "Caf\u00e9 Blend", "M\u00fcsli Box", "Subscription", "License", "Bundle", "Kit")
