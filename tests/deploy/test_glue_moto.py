@@ -193,3 +193,19 @@ def test_spark_reads_and_writes_delta_on_s3a(moto_endpoint, spark, make_cfg):
     assert "recon/tables/bronze/s3a_probe/_delta_log/00000000000000000000.json" in keys
     assert "recon/tables/bronze/s3a_probe/_delta_log/00000000000000000001.json" in keys
     assert "recon/tables/gold/runs/_delta_log/00000000000000000000.json" in keys
+
+
+def test_update_job_request_matches_the_glue_api():
+    """moto has no UpdateJob; check the request a redeploy sends against botocore's Glue service model."""
+    from botocore.validate import ParamValidator
+
+    from stripe_recon.deploy import glue_job_definition
+
+    cfg = load_config("glue.yaml", environ={})
+    op = boto3.client("glue", region_name=REGION).meta.service_model.operation_model("UpdateJob")
+    body = {"JobName": "stripe-recon", "JobUpdate": glue_job_definition(cfg, "s3://b/jobs/glue_job.py", "s3://b/w.whl")}
+    report = ParamValidator().validate(body, op.input_shape)
+    assert not report.has_errors(), report.generate_report()
+    create = boto3.client("glue", region_name=REGION).meta.service_model.operation_model("CreateJob")
+    report = ParamValidator().validate({"Name": "stripe-recon", **body["JobUpdate"]}, create.input_shape)
+    assert not report.has_errors(), report.generate_report()
