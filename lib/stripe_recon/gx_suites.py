@@ -33,6 +33,7 @@ import copy
 import json
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from . import currencies
@@ -45,17 +46,27 @@ ROW_FAILURE_POLICIES = ("quarantine", "hold")
 QUERY_PREFIX = "SELECT * FROM {batch} WHERE "
 # Schema expectations: checked on the raw frame before any row rule is compiled against it.
 SCHEMA_TYPES = ("expect_column_to_exist", "expect_column_values_to_be_of_type")
+ROW_RULE_TYPES = (
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_in_set",
+    "expect_column_values_to_not_be_in_set",
+    "expect_column_values_to_be_between",
+    "expect_column_value_lengths_to_be_between",
+    "expect_column_values_to_match_regex",
+    "expect_column_values_to_not_match_regex",
+    "expect_column_values_to_be_unique",
+)
 _MACRO = re.compile(r"\$\{([a-z_]+)((?::[A-Za-z_][A-Za-z0-9_]*)*)\}")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def suite_path(name: str):
-    return expectations_dir() / f"{name}.json"
+def suite_path(name: str, directory: Path | None = None) -> Path:
+    return (directory or expectations_dir()) / f"{name}.json"
 
 
-def load_suite(name: str, cfg: Config) -> dict[str, Any]:
+def load_suite(name: str, cfg: Config, directory: Path | None = None) -> dict[str, Any]:
     """Read conf/expectations/{name}.json, check its shape and expand the SQL macros."""
-    path = suite_path(name)
+    path = suite_path(name, directory)
     try:
         suite = json.loads(path.read_text())
     except FileNotFoundError:
@@ -67,6 +78,7 @@ def load_suite(name: str, cfg: Config) -> dict[str, Any]:
     meta = suite.setdefault("meta", {})
     if meta.get("row_failures", "quarantine") not in ROW_FAILURE_POLICIES:
         raise ConfigError(f"{path}: meta.row_failures must be one of {ROW_FAILURE_POLICIES}")
+    seen_rules: set[str] = set()
     for i, exp in enumerate(suite["expectations"]):
         if not isinstance(exp, dict) or "type" not in exp:
             raise ConfigError(f"{path}: expectation #{i} needs a 'type' (GX 1.x suites use 'type', not 'expectation_type')")
@@ -75,6 +87,11 @@ def load_suite(name: str, cfg: Config) -> dict[str, Any]:
         emeta.setdefault("severity", "error")
         if emeta["severity"] not in SEVERITIES:
             raise ConfigError(f"{path}: expectation #{i} ({exp['type']}) meta.severity must be one of {SEVERITIES}")
+        rule = emeta.get("rule")
+        if rule in seen_rules:
+            raise ConfigError(f"{path}: row rule name {rule!r} is used twice; each row rule needs its own name")
+        if rule:
+            seen_rules.add(rule)
         query = exp["kwargs"].get("unexpected_rows_query")
         if isinstance(query, str):
             exp["kwargs"]["unexpected_rows_query"] = expand_macros(query, cfg, where=f"{path} #{i}")
@@ -194,6 +211,11 @@ def compile_rule(exp: dict[str, Any], params: dict[str, Any], where: str = "suit
         if not isinstance(query, str) or not query.startswith(QUERY_PREFIX):
             raise ConfigError(f"{where}: row rule {name!r} query must start with {QUERY_PREFIX!r}")
         return Rule(name, f"({query[len(QUERY_PREFIX):]})", severity)
+    if etype not in ROW_RULE_TYPES:
+        raise ConfigError(
+            f"{where}: expectation {etype} cannot be a row rule ({name!r}); remove meta.rule to make it "
+            "table-level, or write it as an unexpected_rows_expectation"
+        )
     col = _col(kw.get("column"), where)
     if etype == "expect_column_values_to_not_be_null":
         return Rule(name, f"{col} IS NULL", severity)
@@ -219,12 +241,8 @@ def compile_rule(exp: dict[str, Any], params: dict[str, Any], where: str = "suit
         regex = _lit(_resolve(kw.get("regex"), params, where))
         broken = f"NOT ({col} RLIKE {regex})" if "_to_match_" in etype else f"{col} RLIKE {regex}"
         return Rule(name, f"{col} IS NOT NULL AND {broken}", severity)
-    if etype == "expect_column_values_to_be_unique":
-        return Rule(name, f"{col} IS NOT NULL AND count(1) OVER (PARTITION BY {col}) > 1", severity)
-    raise ConfigError(
-        f"{where}: expectation {etype} cannot be a row rule ({name!r}); remove meta.rule to make it "
-        "table-level, or write it as an unexpected_rows_expectation"
-    )
+    # expect_column_values_to_be_unique: every row of a repeated value breaks it
+    return Rule(name, f"{col} IS NOT NULL AND count(1) OVER (PARTITION BY {col}) > 1", severity)
 
 
 def row_rules(suite: dict[str, Any], params: dict[str, Any]) -> list[Rule]:

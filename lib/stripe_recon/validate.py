@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class TableResult:
     failed: list[dict[str, Any]] = field(default_factory=list)
     evaluated: int = 0
     held_because: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # rules (projection, counts, quarantine), gx, write
 
     @property
     def held(self) -> bool:
@@ -96,6 +98,7 @@ class TableResult:
             "expectations_failed": {"error": self.failed_count("error"), "warn": self.failed_count("warn")},
             "failed": self.failed,
             "status": "held" if self.held else "ok",
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
 
@@ -171,6 +174,7 @@ def _validate_table(
         res.held_because.append(f"schema: {'; '.join(problems)}")
         return res
 
+    t0 = time.monotonic()
     rules = gx_suites.row_rules(suite, params)
     error_rules = list(dict.fromkeys(r.name for r in rules if r.severity == "error"))
     flagged = quarantine.flag(df, rules).persist()
@@ -199,19 +203,30 @@ def _validate_table(
             if table == tables.GOLD_CORRECTIONS:
                 _hold_corrections(run, rejected)
 
-        _collect(res, gx.validate(suite, valid, params))
+        t1 = time.monotonic()
+        # GX evaluates the table-level expectations (and warn row rules) on the valid rows; error row
+        # rules were evaluated above and are reported with their counts on the input.
+        spark_rules = [e for e in suite["expectations"] if e["meta"].get("rule") and e["meta"]["severity"] == "error"]
+        gx_part = {**suite, "expectations": [e for e in suite["expectations"] if e not in spark_rules]}
+        row_results = [(e, res.rows_in, res.reasons.get(e["meta"]["rule"], 0)) for e in spark_rules]
+        _collect(res, gx.validate(gx_part, valid, params, row_results), skip_rules=True)
+        t2 = time.monotonic()
         if not res.held and res.quarantined and replace_silver:
             tables.overwrite(run.spark, cfg, table, valid)
+        res.seconds = {"rules": t1 - t0, "gx": t2 - t1, "write": time.monotonic() - t2}
     finally:
         flagged.unpersist()
     return res
 
 
-def _collect(res: TableResult, result) -> None:
-    """Fold a GX suite validation result into ``res`` (failures by severity; errors hold)."""
+def _collect(res: TableResult, result, skip_rules: bool = False) -> None:
+    """Fold a GX suite validation result into ``res`` (failures by severity; errors hold).
+
+    With ``skip_rules`` the error row rules' entries (already counted as quarantined rows) are not
+    failures of the gate: the suite's ``row_failures`` policy decides about them."""
     res.evaluated += len(result.results)
     for r in result.results:
-        if r.success:
+        if r.success or (skip_rules and (r.meta or {}).get("evaluated_by")):
             continue
         cfg = r.expectation_config
         meta = cfg.meta or {}
@@ -238,6 +253,12 @@ def _collect(res: TableResult, result) -> None:
                    if cfg.type == "expect_table_row_count_to_be_between" else "")
                 + (f" [{entry['exception']}]" if exc else "")
             )
+
+
+def _resolved(value: Any, params: dict[str, Any]) -> Any:
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        return params.get(value["$PARAMETER"])
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -376,15 +397,30 @@ class GxRunner:
         # The frames handed over are already cached (or cheap filters of a cached frame).
         self.source = self.context.data_sources.add_or_update_spark(name="spark", persist=False)
 
-    def validate(self, suite_dict: dict[str, Any], df: DataFrame, params: dict[str, Any]):
-        """Run the suite on ``df`` through a Checkpoint (which updates the Data Docs); the suite result."""
+    def validate(
+        self,
+        suite_dict: dict[str, Any],
+        df: DataFrame,
+        params: dict[str, Any],
+        row_results: list[tuple[dict[str, Any], int, int]] = (),
+    ):
+        """Run ``suite_dict`` on ``df`` through a Checkpoint, add the results of the row rules already
+        evaluated by Spark (``(expectation, rows_in, rows_broken)``), store them and update Data Docs.
+
+        Row rules are not re-run by GX: the projection already evaluated them on every row, and a
+        second pass per expectation (2-3 Spark jobs each) would cost more than the rest of the gate.
+        Their Data Docs entry shows how many input rows broke them (and were quarantined)."""
         gx = self._gx
         from great_expectations.checkpoint import UpdateDataDocsAction
+        from great_expectations.core.expectation_validation_result import ExpectationValidationResult
         from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+        from great_expectations.validator.validation_statistics import calc_validation_statistics
 
         name = suite_dict["name"]
-        suite = self.context.suites.add_or_update(
-            gx.ExpectationSuite(name=name, expectations=suite_dict["expectations"], meta=suite_dict.get("meta", {}))
+        meta = suite_dict.get("meta", {})
+        gx_suite = self.context.suites.add_or_update(
+            gx.ExpectationSuite(name=name, expectations=suite_dict["expectations"], meta=meta)
         )
         try:
             asset = self.source.get_asset(name)
@@ -395,18 +431,43 @@ class GxRunner:
         except KeyError:
             batch_def = asset.add_batch_definition_whole_dataframe("whole")
         vd = self.context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=f"{name}", data=batch_def, suite=suite)
+            gx.ValidationDefinition(name=name, data=batch_def, suite=gx_suite)
         )
-        actions = [UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if self.docs_enabled else []
         checkpoint = self.context.checkpoints.add_or_update(
-            gx.Checkpoint(name=f"recon_{name}", validation_definitions=[vd], actions=actions, result_format="SUMMARY")
+            gx.Checkpoint(name=f"recon_{name}", validation_definitions=[vd], actions=[], result_format="SUMMARY")
         )
         result = checkpoint.run(
             batch_parameters={"dataframe": df},
             expectation_parameters=params,
             run_id=RunIdentifier(run_name=self.run.run_id),
         )
-        return next(iter(result.run_results.values()))
+        key, suite_result = next(iter(result.run_results.items()))
+        for exp, rows_in, broken in row_results:
+            config = ExpectationConfiguration(
+                type=exp["type"], kwargs={k: _resolved(v, params) for k, v in exp["kwargs"].items()}, meta=exp["meta"]
+            )
+            pct = 100.0 * broken / rows_in if rows_in else 0.0
+            detail = ({"observed_value": broken} if exp["type"] == "unexpected_rows_expectation" else
+                      {"element_count": rows_in, "unexpected_count": broken, "unexpected_percent": pct,
+                       "missing_count": 0, "missing_percent": 0.0, "unexpected_percent_total": pct,
+                       "unexpected_percent_nonmissing": pct, "partial_unexpected_list": []})
+            suite_result.results.append(ExpectationValidationResult(
+                success=broken == 0, expectation_config=config, result=detail,
+                meta={"evaluated_by": "Spark row rule (one projection)", "quarantined_rows": broken},
+            ))
+        stats = calc_validation_statistics(suite_result.results)
+        suite_result.success = stats.success
+        suite_result.suite_name = name
+        suite_result.statistics = stats._asdict()
+        self.context.validation_results_store.set(key, suite_result)
+        # The suite page of the Data Docs shows every expectation, the Spark-evaluated ones included.
+        self.context.suites.add_or_update(
+            gx.ExpectationSuite(name=name, expectations=suite_dict["expectations"] + [e for e, _, _ in row_results],
+                                meta=meta)
+        )
+        if self.docs_enabled:
+            UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]).run(result)
+        return suite_result
 
     def publish(self) -> str | None:
         """Where the Data Docs index is (copied to the storage root first when that is a URI)."""
