@@ -72,8 +72,11 @@ def icu_available(spark: SparkSession) -> bool:
 
 
 def trim(c: Column) -> Column:
-    """Strip Unicode whitespace (the :data:`WHITESPACE` set) at both ends."""
-    return F.regexp_replace(c, _TRIM_RE, "")
+    """Strip Unicode whitespace (the :data:`WHITESPACE` set) at both ends. The regex runs only when the
+    first or last character is whitespace (a hash-set lookup), so clean values cost almost nothing."""
+    ws = list(WHITESPACE)
+    padded = F.substring(c, 1, 1).isin(ws) | F.substring(c, -1, 1).isin(ws)
+    return F.when(padded, F.regexp_replace(c, _TRIM_RE, "")).otherwise(c)
 
 
 def collapse_spaces(c: Column) -> Column:
