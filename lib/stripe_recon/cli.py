@@ -235,7 +235,9 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
     from .report import render_report
 
-    out = render_report(_session(cfg), cfg, run_id=args.report_run, fmt=args.format, details=args.details)
+    # `recon report --run-id ID` (the design's spelling, from _common) and `--run ID` both select the run.
+    run_id = args.run_id or args.report_run
+    out = render_report(_session(cfg), cfg, run_id=run_id, fmt=args.format, details=args.details)
     print(out)
     return 0
 
