@@ -34,6 +34,14 @@ def main(argv: list[str]) -> int:
     from stripe_recon.deploy import parse_overrides, recon_argv, run_recon
 
     opts = parse_args(argv)
+    try:
+        import awsglue  # noqa: F401
+    except ImportError:
+        pass
+    else:  # start Glue's own session (Delta from --datalake-formats/--conf) so recon reuses it
+        from pyspark.sql import SparkSession
+
+        SparkSession.builder.getOrCreate()
     return run_recon(recon_argv(opts["recon_command"], opts["recon_config"], parse_overrides(opts["recon_overrides"])))
 
 

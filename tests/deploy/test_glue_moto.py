@@ -209,3 +209,18 @@ def test_update_job_request_matches_the_glue_api():
     create = boto3.client("glue", region_name=REGION).meta.service_model.operation_model("CreateJob")
     report = ParamValidator().validate({"Name": "stripe-recon", **body["JobUpdate"]}, create.input_shape)
     assert not report.has_errors(), report.generate_report()
+
+
+def test_glue_entry_script_parses_glue_style_arguments():
+    """jobs/glue_job.py outside Glue (argparse): Glue's own parameters are ignored, defaults apply."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("glue_job", REPO / "jobs" / "glue_job.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["glue_job.py", "--JOB_NAME", "stripe-recon", "--TempDir", "s3://b/tmp/", "--job-bookmark-option",
+            "job-bookmark-disable", "--recon_command", "run --dry-run", "--recon_overrides", '["a.b=1"]']
+    assert module.parse_args(argv) == {
+        "JOB_NAME": "stripe-recon", "recon_command": "run --dry-run", "recon_config": "glue.yaml",
+        "recon_overrides": '["a.b=1"]',
+    }
