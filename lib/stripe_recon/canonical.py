@@ -11,7 +11,8 @@ Example::
     valid, rejected = quarantine.split(flagged)
     silver = valid.select(*silver_columns(tables.SILVER_INTERNAL_PRICES_SCHEMA))
 
-Reason names (gold.quarantine.reasons): ``null_key``, ``duplicate_key`` (every row of a key that
+Reason names (gold.quarantine.reasons): ``malformed_row`` (a CSV line with more or fewer fields
+than the header; the record is the line), ``null_key``, ``duplicate_key`` (every row of a key that
 occurs more than once internally), ``malformed_json``, ``not_airbyte_record``, ``unknown_object``,
 ``unknown_currency`` (the code lower-cased, NOT trimmed, must be in currencies.EXPONENTS),
 ``missing_amount``, ``negative_amount``, ``amount_not_representable`` (not a whole number of minor
@@ -83,6 +84,7 @@ def internal_products(bronze: DataFrame) -> DataFrame:
         F.expr(_try("updated_at", "TIMESTAMP")).alias("updated_at"),
         *LINEAGE_COLS,
         F.col("_raw").alias(RECORD),
+        F.coalesce(F.col("_malformed"), F.lit(False)).alias("_malformed"),
         F.col("active").alias("_in_active"),
         F.col("deleted_at").alias("_in_deleted_at"),
         F.col("metadata").alias("_in_metadata"),
@@ -90,7 +92,8 @@ def internal_products(bronze: DataFrame) -> DataFrame:
         F.expr("count(1) OVER (PARTITION BY product_id)").alias("_key_count"),
     )
     rules = [
-        Rule("null_key", _blank("product_id")),
+        Rule("malformed_row", "_malformed"),
+        Rule("null_key", "NOT _malformed AND " + _blank("product_id")),
         Rule("duplicate_key", "product_id IS NOT NULL AND _key_count > 1"),
         Rule("wrong_type:active", _wrong_type("_in_active", "active")),
         Rule("wrong_type:deleted_at", _wrong_type("_in_deleted_at", "deleted_at")),
@@ -117,6 +120,7 @@ def internal_prices(bronze: DataFrame) -> DataFrame:
         F.expr(_try("updated_at", "TIMESTAMP")).alias("updated_at"),
         *LINEAGE_COLS,
         F.col("_raw").alias(RECORD),
+        F.coalesce(F.col("_malformed"), F.lit(False)).alias("_malformed"),
         F.col("amount").alias("_in_amount"),
         F.col("interval_count").alias("_in_interval_count"),
         F.col("active").alias("_in_active"),
@@ -130,7 +134,8 @@ def internal_prices(bronze: DataFrame) -> DataFrame:
         F.expr(minor).alias("_minor"),
     ).withColumns({"unit_amount": F.expr("CASE WHEN _minor = floor(_minor) THEN try_cast(_minor AS BIGINT) END")})
     rules = [
-        Rule("null_key", _blank("price_id")),
+        Rule("malformed_row", "_malformed"),
+        Rule("null_key", "NOT _malformed AND " + _blank("price_id")),
         Rule("duplicate_key", "price_id IS NOT NULL AND _key_count > 1"),
         Rule("unknown_currency", "_exponent IS NULL"),
         Rule("missing_amount", _blank("_in_amount")),
@@ -227,12 +232,19 @@ _PRICE_SCHEMA = (
 )
 
 
+def _seconds(col: str) -> str:
+    """Unix seconds (as text) -> timestamp; null when not an integer or beyond year 9999, so an absurd
+    value is a wrong type instead of an ANSI overflow error that would fail the whole job."""
+    return (f"CASE WHEN abs({_try(col, 'BIGINT')}) < 253402300800 "
+            f"THEN timestamp_seconds({_try(col, 'BIGINT')}) END")
+
+
 def _stripe_common(o: str) -> dict[str, Column]:
     return {
         "active": F.expr(_bool_strict(f"{o}.active")),
         "metadata": F.expr(f"from_json({o}.metadata, 'map<string,string>')"),
         "livemode": F.expr(_bool_strict(f"{o}.livemode")),
-        "created": F.expr(f"timestamp_seconds({_try(f'{o}.created', 'BIGINT')})"),
+        "created": F.expr(_seconds(f"{o}.created")),
         "is_deleted": F.expr(f"coalesce(is_deleted, {_bool_strict(f'{o}.deleted')}, false)"),
     }
 
@@ -256,7 +268,7 @@ def stripe_products(bronze: DataFrame) -> DataFrame:
         F.col("_o.description").alias("description"),
         F.expr(_ref_id("_o.tax_code")).alias("tax_code"),
         F.expr(_ref_id("_o.default_price")).alias("default_price"),
-        F.expr(f"timestamp_seconds({_try('_o.updated', 'BIGINT')})").alias("updated"),
+        F.expr(_seconds("_o.updated")).alias("updated"),
         *[c.alias(n) for n, c in _stripe_common("_o").items()],
         "raw",
         *LINEAGE_COLS,
@@ -312,8 +324,8 @@ def latest_per_id(valid: DataFrame) -> DataFrame:
     updated = "updated DESC NULLS LAST, " if "updated" in valid.columns else ""
     order = (
         f"is_deleted DESC, {updated}created DESC NULLS LAST, "
-        "coalesce(try_cast(_airbyte_extracted_at AS TIMESTAMP), "
-        "timestamp_millis(try_cast(_airbyte_extracted_at AS BIGINT))) DESC NULLS LAST, raw DESC"
+        "try_cast(_airbyte_extracted_at AS TIMESTAMP) DESC NULLS LAST, "
+        "try_cast(_airbyte_extracted_at AS BIGINT) DESC NULLS LAST, raw DESC"
     )
     return (
         valid.withColumns({"_rank": F.expr(f"row_number() OVER (PARTITION BY id ORDER BY {order})")})

@@ -270,3 +270,22 @@ def test_empty_input_is_an_error_unless_allowed(spark, make_cfg, tmp_path):
         land(spark, make_cfg, *csv_overrides(products, prices))
     run, out = land(spark, make_cfg, *csv_overrides(products, prices, "sources.internal.allow_empty=true"))
     assert out["rows_in"] == 0 and silver(run, tables.SILVER_INTERNAL_PRICES) == []
+
+
+def test_csv_lines_with_too_many_or_too_few_fields_are_quarantined_not_cut(spark, make_cfg, tmp_path):
+    products = write_csv(tmp_path / "in" / "products.csv", PRODUCT_HEADER, [["p1", *[None] * 7]])
+    prices = tmp_path / "in" / "prices.csv"
+    prices.write_text(
+        ",".join(PRICE_HEADER) + "\n"
+        "ok,p1,usd,1.00,,,,,\n"
+        "long,p1,usd,1.00,,,,,,EXTRA\n"
+        "short,p1\n"
+    )
+    run, out = land(spark, make_cfg, *csv_overrides(products, str(prices)))
+    assert quarantined(run) == [
+        ("price", "long", ["malformed_row"]),
+        ("price", "short", ["malformed_row", "missing_amount", "unknown_currency"]),
+    ]
+    records = tables.read(spark, run.cfg, tables.GOLD_QUARANTINE).where("key = 'long'").first().record
+    assert records == "long,p1,usd,1.00,,,,,,EXTRA"  # the line as it arrived
+    assert out["prices"] == {"rows_in": 3, "landed": 1, "quarantined": 2, "silver_rows": 1}

@@ -171,6 +171,7 @@ def test_bad_lines_are_quarantined_with_reasons(spark, make_cfg, tmp_path):
         {"id": "cus_1", "object": "customer"},
         {"object": "product", "name": "no id"},
         product("prod_types", active="yes", created="yesterday", metadata=["not", "a", "map"]),
+        product("prod_far", created=10**15),  # beyond year 9999: a wrong type, not an overflow error
         price("price_space", currency="usd "),
         price("price_upper", currency="USD"),
         price("price_kwd", currency="kwd", unit_amount=12345),
@@ -187,6 +188,7 @@ def test_bad_lines_are_quarantined_with_reasons(spark, make_cfg, tmp_path):
         ("price", "price_neg", ("negative_amount",)),
         ("price", "price_space", ("unknown_currency",)),
         ("product", None, ("null_key",)),
+        ("product", "prod_far", ("wrong_type:created",)),
         ("product", "prod_types", ("wrong_type:active", "wrong_type:created", "wrong_type:metadata")),
         ("unknown", None, ("malformed_json",)),
         ("unknown", None, ("malformed_json",)),
@@ -196,7 +198,7 @@ def test_bad_lines_are_quarantined_with_reasons(spark, make_cfg, tmp_path):
     assert silver(run, tables.SILVER_STRIPE_PRODUCTS, ["id"]) == [("prod_ok",)]
     assert silver(run, tables.SILVER_STRIPE_PRICES, ["id", "currency"]) == [("price_upper", "usd")]
     # blank lines hold no record; every other line is landed or quarantined
-    assert (out["rows_in"], out["landed"], out["quarantined"]) == (13, 2, 11)
+    assert (out["rows_in"], out["landed"], out["quarantined"]) == (14, 2, 12)
     rec = tables.read(spark, run.cfg, tables.GOLD_QUARANTINE).where("array_contains(reasons, 'malformed_json')")
     assert sorted(r.record for r in rec.collect()) == [
         '[1, 2, 3]', '{"_airbyte_raw_id": "r1", "_airbyte_data": "{not json"}',

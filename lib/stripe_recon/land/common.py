@@ -98,30 +98,39 @@ def read_bronze(run: Run, name: str) -> DataFrame:
     return tables.read(run.spark, run.cfg, name).where(F.col("_run_id") == run.run_id)
 
 
-def land_entity(run: Run, spec: EntitySpec, bronze_df: DataFrame, source: str) -> tuple[dict[str, int], DataFrame]:
-    """Bronze -> silver for one entity. Returns (counts, quarantine rows to write).
+def bronze_and_count(run: Run, spec: EntitySpec, bronze_df: DataFrame) -> tuple[dict[str, int], DataFrame]:
+    """Write this run's bronze rows, flag them, count them. Returns (counts, flagged frame).
 
     counts: rows_in, landed (valid rows), quarantined, silver_rows (after de-duplication by key;
-    differs from landed only for Stripe objects exported more than once).
+    differs from landed only for Stripe objects exported more than once). One aggregation job.
     """
     write_bronze(run, spec.bronze, bronze_df)
     flagged = spec.canonicalise(read_bronze(run, spec.bronze))
-    valid, rejected = quarantine.split(flagged)
-    if spec.dedup is not None:
-        valid = spec.dedup(valid)
-    tables.overwrite(run.spark, run.cfg, spec.silver, valid.select(*canonical.silver_columns(spec.schema)))
     row = flagged.agg(
         F.count(F.lit(1)).alias("rows_in"),
         F.expr(f"count_if(size({quarantine.REASONS}) = 0)").alias("landed"),
         F.expr(f"count_if(size({quarantine.REASONS}) > 0)").alias("quarantined"),
         F.expr(f"count(DISTINCT CASE WHEN size({quarantine.REASONS}) = 0 THEN {spec.key} END)").alias("silver_rows"),
     ).first()
-    counts = {k: int(row[k] or 0) for k in ("rows_in", "landed", "quarantined", "silver_rows")}
-    rows = quarantine.to_quarantine_rows(
+    return {k: int(row[k] or 0) for k in ("rows_in", "landed", "quarantined", "silver_rows")}, flagged
+
+
+def publish(run: Run, spec: EntitySpec, flagged: DataFrame, source: str) -> DataFrame:
+    """Replace the silver table with the valid rows; return the rejected rows as quarantine rows."""
+    valid, rejected = quarantine.split(flagged)
+    if spec.dedup is not None:
+        valid = spec.dedup(valid)
+    tables.overwrite(run.spark, run.cfg, spec.silver, valid.select(*canonical.silver_columns(spec.schema)))
+    return quarantine.to_quarantine_rows(
         run.run_id, rejected, stage="land", source=source, entity=spec.entity, key_col=spec.key,
         record_col=canonical.RECORD, source_file_col="_source_file",
     )
-    return counts, rows
+
+
+def land_entity(run: Run, spec: EntitySpec, bronze_df: DataFrame, source: str) -> tuple[dict[str, int], DataFrame]:
+    """:func:`bronze_and_count` then :func:`publish`. Returns (counts, quarantine rows to write)."""
+    counts, flagged = bronze_and_count(run, spec, bronze_df)
+    return counts, publish(run, spec, flagged, source)
 
 
 def write_quarantine(run: Run, source: str, frames: list[DataFrame]) -> None:

@@ -27,7 +27,16 @@ from .. import canonical, tables
 from ..config import InternalSource
 from ..errors import ConfigError, InputError
 from ..ledger import Run
-from .common import EntitySpec, check_path, land_entity, ledger_counts, lineage, read_input, write_quarantine
+from .common import (
+    EntitySpec,
+    bronze_and_count,
+    check_path,
+    ledger_counts,
+    lineage,
+    publish,
+    read_input,
+    write_quarantine,
+)
 
 PRODUCTS = EntitySpec(
     entity="product", key="product_id", bronze=tables.BRONZE_INTERNAL_PRODUCTS,
@@ -39,6 +48,7 @@ PRICES = EntitySpec(
     silver=tables.SILVER_INTERNAL_PRICES, schema=tables.SILVER_INTERNAL_PRICES_SCHEMA,
     canonicalise=canonical.internal_prices,
 )
+CORRUPT = "_corrupt_record"
 _COLUMNS = {"product": canonical.INTERNAL_PRODUCT_COLUMNS, "price": canonical.INTERNAL_PRICE_COLUMNS}
 
 
@@ -54,20 +64,19 @@ def land_internal(run: Run) -> dict[str, Any]:
         for entity, plural in (("product", "products"), ("price", "prices")):
             df, where = _read(run, src, plural)
             _check_columns(df, entity, where)
-            if not src.allow_empty and df.isEmpty():
-                raise InputError(
-                    f"internal {plural} input {where} is empty: an empty catalog would look like 'delete "
-                    "everything'. Fix the input, or pass --allow-empty (sources.internal.allow_empty=true) "
-                    "if it really is empty."
-                )
             inputs[plural] = (df, where)
         result: dict[str, Any] = {}
-        frames = []
+        flagged = {}
         for plural, spec in (("products", PRODUCTS), ("prices", PRICES)):
-            df, where = inputs[plural]
-            counts, rejects = land_entity(run, spec, _to_bronze(df, spec.entity), source="internal")
-            result[plural] = counts
-            frames.append(rejects)
+            result[plural], flagged[plural] = bronze_and_count(run, spec, _to_bronze(inputs[plural][0], spec.entity))
+        for plural in ("products", "prices"):  # checked before silver is touched
+            if result[plural]["rows_in"] == 0 and not src.allow_empty:
+                raise InputError(
+                    f"internal {plural} input {inputs[plural][1]} is empty: an empty catalog would look like "
+                    "'delete everything'. Fix the input, or pass --allow-empty "
+                    "(sources.internal.allow_empty=true) if it really is empty."
+                )
+        frames = [publish(run, spec, flagged[p], "internal") for p, spec in (("products", PRODUCTS), ("prices", PRICES))]
         write_quarantine(run, "internal", frames)
         st.counts.update(ledger_counts({k: result[k] for k in ("products", "prices")}))
         st.message = f"format={src.format}"
@@ -92,12 +101,24 @@ def _read(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, str]:
     if src.format == "parquet":
         df = read_input(what, path, lambda: spark.read.parquet(path))
     elif src.format == "csv":
-        # RFC 4180 quoting ("" inside quotes), every column a string: types are checked per row later.
-        df = read_input(what, path, lambda: spark.read.options(header=True, escape='"').csv(path))
+        df = read_input(what, path, lambda: _read_csv(run, path))
     else:  # delta
         df = read_input(what, path, lambda: spark.read.format("delta").load(path))
     file_col = F.lit(path) if src.format == "delta" else F.col("_metadata.file_path")
     return df.select("*", *lineage(run, source, file_col)), path
+
+
+def _read_csv(run: Run, path: str) -> DataFrame:
+    """CSV with a header, every column a string (types are checked per row later), RFC 4180 quoting.
+
+    The header names the columns; a line with more or fewer fields than the header keeps its text
+    in ``_corrupt_record`` and is quarantined as ``malformed_row`` instead of being cut or padded.
+    """
+    opts = {"header": "true", "escape": '"'}
+    header = run.spark.read.options(**opts).csv(path).columns
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in header]
+                          + [T.StructField(CORRUPT, T.StringType())])
+    return run.spark.read.options(**opts, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).schema(schema).csv(path)
 
 
 def _read_jdbc(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, str]:
@@ -138,7 +159,7 @@ def _read_jdbc(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, s
 
 def _lower_names(df: DataFrame) -> dict[str, str]:
     """Input columns by lower-cased name (matching is case-insensitive), lineage columns excluded."""
-    return {c.lower(): c for c in df.columns if c not in canonical.LINEAGE_COLS}
+    return {c.lower(): c for c in df.columns if c not in canonical.LINEAGE_COLS and c != CORRUPT}
 
 
 def _check_columns(df: DataFrame, entity: str, where: str) -> None:
@@ -164,5 +185,9 @@ def _to_bronze(df: DataFrame, entity: str) -> DataFrame:
             cols.append(F.to_json(F.col(f"`{actual}`")).alias(name))
         else:
             cols.append(F.col(f"`{actual}`").cast("string").alias(name))
-    raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in by_lower.values()])).alias("_raw")
-    return df.select(*cols, raw, "_run_id", "_source", "_source_file", "_ingested_at")
+    raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in by_lower.values()]))
+    if CORRUPT in df.columns:  # a malformed CSV line: keep the line itself as the record
+        raw = F.coalesce(F.col(CORRUPT), raw)
+    bad = F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")
+    return df.select(*cols, raw.alias("_raw"), bad.isNotNull().alias("_malformed"),
+                     "_run_id", "_source", "_source_file", "_ingested_at")
