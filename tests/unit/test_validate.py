@@ -30,6 +30,12 @@ SUITES = {
 }
 
 
+@pytest.fixture
+def cfg(make_cfg):
+    """Data Docs off (HTML rendering is the slowest part on a busy machine); docs tests turn them on."""
+    return make_cfg("validation.data_docs=false")
+
+
 def product(pid, **kw):
     row = dict(product_id=pid, name=f"Product {pid}", description=None, active=True, deleted_at=None,
                tax_code="txcd_10000000", metadata={"color": "red"}, updated_at=TS)
@@ -103,7 +109,9 @@ def assert_balanced(summary):
         assert t["rows_in"] == t["valid"] + t["quarantined"]
 
 
-def test_clean_inputs_pass_and_data_docs_list_every_validation(spark, cfg, run):
+def test_clean_inputs_pass_and_data_docs_list_every_validation(spark, make_cfg):
+    cfg = make_cfg("validation.data_docs=true")
+    run = Run.new(spark, cfg)
     seed(spark, cfg)
     out = validate_inputs(run)
     assert out["status"] == "ok"
@@ -249,7 +257,7 @@ def test_wrong_column_type_holds_and_leaves_silver_alone(spark, cfg, run):
 
 
 def test_row_count_band_against_previous_ok_run(spark, make_cfg):
-    cfg = make_cfg("validation.row_count_band=0.5")
+    cfg = make_cfg("validation.row_count_band=0.5", "validation.data_docs=false")
     seed(spark, cfg, products=[product(f"P{i}") for i in range(10)])
     first = Run.new(spark, cfg, "20260101T000000000Z-aaaaaa")
     assert validate_inputs(first)["status"] == "ok"
@@ -296,7 +304,7 @@ def test_stripe_row_failures_quarantine_and_hold(spark, cfg, run):
 
 
 def test_disabled_validation_is_recorded_and_skipped(spark, make_cfg):
-    cfg = make_cfg("validation.enabled=false")
+    cfg = make_cfg("validation.enabled=false", "validation.data_docs=false")
     r = Run.new(spark, cfg)
     assert validate_inputs(r) == {"status": "skipped", "message": "skipped: validation.enabled is false"}
     assert ledger(spark, cfg, r.run_id)["message"] == "skipped: validation.enabled is false"

@@ -24,6 +24,12 @@ PLAN_RUN = "20260101T120000000Z-plan02"
 OLD_RUN = "20251201T120000000Z-plan01"
 
 
+@pytest.fixture
+def cfg(make_cfg):
+    """Data Docs off (HTML rendering is the slowest part on a busy machine); docs tests turn them on."""
+    return make_cfg("validation.data_docs=false")
+
+
 def corr(cid, operation="update_product", payload=None, entity=None, key="P1", run_id=PLAN_RUN, status="planned",
          idem=None):
     entity = entity or ("price" if "price" in operation else "product")
@@ -71,7 +77,9 @@ GOOD = [
 ]
 
 
-def test_clean_plan_passes_and_docs_list_it(spark, cfg, run):
+def test_clean_plan_passes_and_docs_list_it(spark, make_cfg):
+    cfg = make_cfg("validation.data_docs=true")
+    run = Run.new(spark, cfg)
     # an older plan's leftover rows (and an already applied row) are not this plan's business
     seed(spark, cfg, GOOD + [corr("old", "delete_everything", run_id=OLD_RUN),
                              corr("done", "delete_everything", status="applied")])
@@ -151,7 +159,7 @@ def test_one_correction_per_idempotency_key(spark, cfg, run):
 def test_ownership_comes_from_config(spark, make_cfg):
     """metadata.owners and a price attribute given to Stripe block corrections that write them."""
     cfg = make_cfg("metadata.owners={promo_*: stripe, legacy: stripe}", "attributes.price.interval.owner=stripe",
-                   "attributes.product.tax_code.owner=internal")
+                   "attributes.product.tax_code.owner=internal", "validation.data_docs=false")
     run = Run.new(spark, cfg)
     seed(spark, cfg, [
         corr("ok_tax", "update_product", {"tax_code": "txcd_10000000"}),        # internal owns tax_code here
@@ -171,3 +179,15 @@ def test_ownership_comes_from_config(spark, make_cfg):
 def test_no_plan_passes_with_zero_rows(spark, cfg, run):
     out = validate_plan(run)
     assert (out["status"], out["rows_in"], out["valid"], out["quarantined"]) == ("ok", 0, 0, 0)
+
+
+def test_data_docs_are_copied_when_the_root_is_a_uri(spark, make_cfg, tmp_path):
+    """A URI root (s3a:// on Glue) gets the Data Docs built locally, then copied with Hadoop's FileSystem."""
+    root = tmp_path / "remote"
+    cfg = make_cfg(f"storage.root=file://{root}", "validation.data_docs=true")
+    run = Run.new(spark, cfg)
+    seed(spark, cfg, GOOD[:2])
+    out = validate_plan(run)
+    assert out["data_docs"] == f"file://{root}/runs/{run.run_id}/data_docs/index.html"
+    copied = root / "runs" / run.run_id / "data_docs" / "index.html"
+    assert re.search(rf"validations/corrections/{re.escape(run.run_id)}/", copied.read_text())
