@@ -381,6 +381,15 @@ def test_determinism_same_seed_same_files_other_seed_differs(spark, gen, tmp_pat
         assert _csv(out / sub) == _csv(again / sub), sub
         assert _csv(out / sub) != _csv(other / sub), sub
     assert _parquet(spark, out / "internal/prices.parquet") == _parquet(spark, again / "internal/prices.parquet")
+    # The other catalog's truth holds too (another permutation and other hashed price kinds).
+    other_data = {
+        "products": _parquet(spark, other / "internal/products.parquet"),
+        "prices": _parquet(spark, other / "internal/prices.parquet"),
+        "s_products": _jsonl(other / "stripe/products"),
+        "s_prices": _jsonl(other / "stripe/prices"),
+    }
+    other_truth = _truth(other)
+    assert set(other_truth) == _expected_truth(other_data) and len(other_truth) == len(set(other_truth))
 
 
 @pytest.mark.parametrize("kwargs", [{"products": 0}, {"products": 10, "rate": 0.5}, {"products": 10, "rate": -0.1}])
