@@ -486,7 +486,6 @@ def push(run: Any, dry_run: bool = False, approve: str | None = None, force: boo
 
         bucket = global_bucket(cfg.stripe.rate_limit_per_second)
         sender = Sender(client or build_client(cfg), bucket, cfg.stripe.max_attempts)
-        applier = Applier(sender, dry_run=dry_run)
         progress = _Progress(total)
         writer = None if dry_run else _StatusWriter(run, cfg.stripe.status_chunk_size)
         if writer:
@@ -506,7 +505,7 @@ def push(run: Any, dry_run: bool = False, approve: str | None = None, force: boo
 
         def work(row: dict[str, Any]) -> None:
             try:
-                record(applier.apply(row))
+                record(Applier(sender, dry_run=dry_run).apply(row))  # one per correction: attempts are its own
             finally:
                 slots.release()
 
