@@ -132,8 +132,10 @@ def list_products(
     created_gte: int | None = None,
     created_lt: int | None = None,
     created_lte: int | None = None,
+    ids: list[str] | None = None,
 ) -> StripeRequest:
     """``GET /v1/products``: newest first. ``active=None`` lists active and archived products.
+    ``ids`` (at most 100) returns just those products: the pusher's batched verify-before-write read.
 
     Example: ``list_products(created_gte=t0, created_lt=t1)`` is one export window.
     """
@@ -141,6 +143,10 @@ def list_products(
         active=active, limit=limit, starting_after=starting_after, ending_before=ending_before,
         created_gt=created_gt, created_gte=created_gte, created_lt=created_lt, created_lte=created_lte,
     )
+    if ids:
+        if len(ids) > MAX_PAGE:
+            raise ValueError(f"ids takes at most {MAX_PAGE} product ids, got {len(ids)}")
+        params["ids"] = list(ids)
     return StripeRequest("get", "/v1/products", "product", "list", None, params)
 
 
