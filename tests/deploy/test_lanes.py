@@ -1,8 +1,8 @@
 """The whole job in-process, on whichever Spark lane runs the tests.
 
-Marked ``compat``: `make test-compat` runs it on pyspark 3.5 + delta-spark 3.3 (AWS Glue 5.0), `make
-test` on pyspark 4.0 + delta-spark 4.0 (Databricks 17.3). Both must find exactly the generator's
-ground truth, push the corrections to the emulator, and converge on the second run.
+Marked ``compat``: `make test-compat` runs it on pyspark 3.5 + delta-spark 3.3 (AWS Glue 5.0); it must
+find exactly the generator's ground truth, push the corrections to the emulator, and converge on the
+second run, as tests/e2e/test_convergence.py checks on pyspark 4.0 + delta-spark 4.0.
 """
 
 from __future__ import annotations
@@ -11,7 +11,19 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.compat
+
+def _spark_major() -> int:
+    import pyspark
+
+    return int(pyspark.__version__.split(".")[0])
+
+
+# On Spark 4 the same round trip is tests/e2e/test_convergence.py; running this one there too only
+# costs `make test` minutes (it passed there: 795 s under a heavily shared machine).
+pytestmark = [
+    pytest.mark.compat,
+    pytest.mark.skipif(_spark_major() >= 4, reason="Spark 3.5 lane only; tests/e2e/test_convergence.py covers Spark 4"),
+]
 
 
 def _truth(gen) -> set[tuple]:
