@@ -235,7 +235,7 @@ _PRICE_SCHEMA = (
 def _seconds(col: str) -> str:
     """Unix seconds (as text) -> timestamp; null when not an integer or beyond year 9999, so an absurd
     value is a wrong type instead of an ANSI overflow error that would fail the whole job."""
-    return (f"CASE WHEN abs({_try(col, 'BIGINT')}) < 253402300800 "
+    return (f"CASE WHEN {_try(col, 'BIGINT')} BETWEEN -62135596800 AND 253402300799 "
             f"THEN timestamp_seconds({_try(col, 'BIGINT')}) END")
 
 

@@ -254,6 +254,8 @@ def test_missing_path_names_the_path(spark, make_cfg, tmp_path):
     missing = str(tmp_path / "nope" / "prices.csv")
     with pytest.raises(InputError, match=f"internal prices path {missing} does not exist"):
         land(spark, make_cfg, *csv_overrides(products, missing))
+    ledger = tables.read(spark, make_cfg(), tables.GOLD_RUNS).collect()
+    assert [(r.stage, r.status, missing in r.message) for r in ledger] == [("land_internal", "failed", True)]
 
 
 def test_missing_required_column_is_a_clear_error(spark, make_cfg, tmp_path):

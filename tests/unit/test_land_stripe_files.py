@@ -224,6 +224,8 @@ def test_missing_path_names_it(spark, make_cfg, tmp_path):
     missing = tmp_path / "no" / "export.jsonl"
     with pytest.raises(InputError, match=f"Stripe export path {missing} does not exist"):
         land(spark, make_cfg, missing)
+    ledger = tables.read(spark, make_cfg(), tables.GOLD_RUNS).collect()
+    assert [(r.stage, r.status, str(missing) in r.message) for r in ledger] == [("land_stripe", "failed", True)]
     with pytest.raises(InputError, match="sources.stripe.path"):
         land_stripe_files(Run.new(spark, make_cfg("sources.stripe.path=null")))
 

@@ -49,12 +49,12 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
     """
     src = run.cfg.sources.stripe
     spark = run.spark
-    if not src.path:
-        raise InputError("no Stripe export path: set sources.stripe.path or pass --from-files PATH")
-    path = src.path
+    path = src.path or ""
     what = "Stripe export"
-    check_path(spark, path, what)
-    with run.stage("land_stripe") as st:
+    with run.stage("land_stripe") as st:  # a missing path is recorded in the ledger as a failed stage
+        if not path:
+            raise InputError("no Stripe export path: set sources.stripe.path or pass --from-files PATH")
+        check_path(spark, path, what)
         text = read_input(what, path, lambda: spark.read.option("recursiveFileLookup", "true").text(path))
         lines = text.select("value", *lineage(run, "stripe", F.col("_metadata.file_path"))).filter(
             "trim(value) <> ''"
