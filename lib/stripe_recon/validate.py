@@ -177,7 +177,8 @@ def _validate_table(
     t0 = time.monotonic()
     rules = gx_suites.row_rules(suite, params)
     error_rules = list(dict.fromkeys(r.name for r in rules if r.severity == "error"))
-    flagged = quarantine.flag(df, rules).persist()
+    marked, rules, markers = _duplicate_markers(df, suite, rules)
+    flagged = quarantine.flag(marked, rules).drop(*markers).persist()
     try:
         agg = flagged.agg(
             F.count(F.lit(1)).alias("rows_in"),
@@ -217,6 +218,27 @@ def _validate_table(
     finally:
         flagged.unpersist()
     return res
+
+
+def _duplicate_markers(df: DataFrame, suite: dict[str, Any], rules: list) -> tuple[DataFrame, list, list[str]]:
+    """Uniqueness row rules without a window over whole rows: the repeated keys are found with an
+    aggregation of the key column alone (a small shuffle), broadcast back and joined as a boolean
+    marker column the rule then reads. Returns (frame with markers, rules, marker column names)."""
+    out, markers = df, []
+    rules = list(rules)
+    for exp in suite["expectations"]:
+        if exp["type"] != "expect_column_values_to_be_unique" or not exp["meta"].get("rule"):
+            continue
+        col, marker = exp["kwargs"]["column"], f"_dup_{exp['kwargs']['column']}"
+        repeated = (
+            df.groupBy(col).count().filter((F.col("count") > 1) & F.col(col).isNotNull())
+            .select(F.col(col).alias(marker + "_k"), F.lit(True).alias(marker))
+        )
+        out = out.join(F.broadcast(repeated), out[col] == F.col(marker + "_k"), "left").drop(marker + "_k")
+        rules = [quarantine.Rule(r.name, f"coalesce(`{marker}`, false)", r.severity)
+                 if r.name == exp["meta"]["rule"] else r for r in rules]
+        markers.append(marker)
+    return out.select(*[F.col(f"`{c}`") for c in df.columns], *markers), rules, markers
 
 
 def _collect(res: TableResult, result, skip_rules: bool = False) -> None:

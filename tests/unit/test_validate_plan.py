@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from stripe_recon import tables
 from stripe_recon.errors import HeldError
@@ -31,15 +32,21 @@ def cfg(make_cfg):
 
 
 def corr(cid, operation="update_product", payload=None, entity=None, key="P1", run_id=PLAN_RUN, status="planned",
-         idem=None):
-    entity = entity or ("price" if "price" in operation else "product")
-    payload = json.dumps(payload if payload is not None else {"name": "New name"}) if not isinstance(payload, str) else payload
-    return (cid, run_id, "hash1", 0 if entity == "product" else 1, entity, key, f"stripe_{cid}", operation, payload,
-            "{}", idem or f"idem-{cid}", status, 0, None, None, TS, TS)
+         idem=None) -> dict:
+    entity = entity or ("price" if operation and "price" in operation else "product")
+    if not isinstance(payload, str):
+        payload = json.dumps(payload if payload is not None else {"name": "New name"})
+    return dict(correction_id=cid, run_id=run_id, plan_hash="hash1", seq=0 if entity == "product" else 1,
+                entity=entity, key=key, stripe_id=f"stripe_{cid}", operation=operation, payload=payload,
+                observed="{}", idempotency_key=idem or f"idem-{cid}", status=status, attempts=0,
+                created_at=TS, updated_at=TS)
 
 
 def seed(spark, cfg, rows):
-    tables.overwrite(spark, cfg, tables.GOLD_CORRECTIONS, spark.createDataFrame(rows, tables.CORRECTIONS_SCHEMA))
+    # nullable copy of the contract schema: the gate must catch a null correction_id too
+    schema = T.StructType([T.StructField(f.name, f.dataType, True) for f in tables.CORRECTIONS_SCHEMA.fields])
+    data = [tuple(r.get(f.name) for f in schema.fields) for r in rows]
+    tables.overwrite(spark, cfg, tables.GOLD_CORRECTIONS, spark.createDataFrame(data, schema))
 
 
 def outbox(spark, cfg):
@@ -122,7 +129,7 @@ def test_plan_touching_a_stripe_owned_attribute_is_held(spark, cfg, run):
     assert quarantined(spark, cfg, run.run_id) == {"tax": [["stripe_owned_attribute"]]}
     box = outbox(spark, cfg)
     assert box["tax"] == ("held", "validate_plan: stripe_owned_attribute")
-    assert all(box[g[0]] == ("planned", None) for g in GOOD)
+    assert all(box[g["correction_id"]] == ("planned", None) for g in GOOD)
     row = ledger(spark, cfg, run.run_id)
     assert row["status"] == "held"
     c = row["counts"]
@@ -133,10 +140,11 @@ def test_each_plan_rule_quarantines_its_rows_and_holds(spark, cfg, run):
     seed(spark, cfg, GOOD + [r for r, _ in BAD])
     with pytest.raises(HeldError):
         validate_plan(run)
-    assert quarantined(spark, cfg, run.run_id) == {r[0]: [reasons] for r, reasons in BAD}
+    assert quarantined(spark, cfg, run.run_id) == {r["correction_id"]: [reasons] for r, reasons in BAD}
     box = outbox(spark, cfg)
     assert {k: v[0] for k, v in box.items() if k is not None} == {
-        **{g[0]: "planned" for g in GOOD}, **{r[0]: "held" for r, _ in BAD if r[0] is not None}}
+        **{g["correction_id"]: "planned" for g in GOOD},
+        **{r["correction_id"]: "held" for r, _ in BAD if r["correction_id"] is not None}}
     assert box["two"][1] == "validate_plan: immutable_price_field, stripe_owned_attribute"
     c = ledger(spark, cfg, run.run_id)["counts"]
     assert (c["rows_in"], c["valid"], c["quarantined"]) == (len(GOOD) + len(BAD), len(GOOD), len(BAD))
@@ -145,9 +153,8 @@ def test_each_plan_rule_quarantines_its_rows_and_holds(spark, cfg, run):
 def test_one_correction_per_idempotency_key(spark, cfg, run):
     rows = GOOD + [corr("d1", "archive_price", {"active": False}, idem="same"),
                    corr("d2", "archive_price", {"active": False}, idem="same")]
-    nokey = list(corr("d3", "archive_price", {"active": False}))
-    nokey[10] = None
-    seed(spark, cfg, rows + [tuple(nokey)])
+    nokey = {**corr("d3", "archive_price", {"active": False}), "idempotency_key": None}
+    seed(spark, cfg, rows + [nokey])
     with pytest.raises(HeldError):
         validate_plan(run)
     assert quarantined(spark, cfg, run.run_id) == {
