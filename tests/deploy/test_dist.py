@@ -93,3 +93,34 @@ def test_wheel_installs_into_a_clean_venv_and_recon_runs(dist, tmp_path):
                             cwd=outside, env=env, capture_output=True, text=True, timeout=60)
     assert failed.returncode == 1
     assert "config file not found: nope.yaml" in failed.stderr
+
+
+def test_databricks_bundle_runs_entry_points_and_conf_the_wheel_has(dist):
+    """Every task of databricks.yml calls an entry point the wheel declares, with a conf it packages."""
+    import yaml
+
+    from stripe_recon.config import load_config
+
+    bundle = yaml.safe_load((REPO / "databricks.yml").read_text())
+    wheel = next(dist.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+        eps = next(whl.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    declared = {line.split("=")[0].strip() for line in eps.splitlines() if "=" in line}
+    jobs = bundle["resources"]["jobs"]
+    assert set(jobs) == {"stripe_recon_run", "stripe_recon_stages"}
+    stages = [t["task_key"] for t in jobs["stripe_recon_stages"]["tasks"]]
+    assert stages == ["land_internal", "land_stripe", "validate", "detect", "plan", "push"]
+    for job in jobs.values():
+        for task in job["tasks"]:
+            wt = task["python_wheel_task"]
+            assert wt["package_name"] == "stripe_recon" and wt["entry_point"] in declared
+            params = wt["parameters"]
+            conf = params[params.index("--config") + 1]
+            assert f"stripe_recon/conf/{conf}" in names
+            assert params[params.index("--run-id") + 1] == "${var.run_id}"
+            assert task["libraries"] == [{"whl": "./dist/*.whl"}]
+    assert jobs["stripe_recon_run"]["schedule"]["quartz_cron_expression"] == "0 0 3 * * ?"
+    cfg = load_config("databricks.yaml", environ={})
+    assert (cfg.stripe.key_source, cfg.stripe.databricks_scope, cfg.stripe.databricks_key) == (
+        "databricks", "stripe-recon", "api-key")
