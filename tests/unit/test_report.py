@@ -80,3 +80,14 @@ def test_html_is_self_contained_and_links_data_docs(spark, cfg, detected):
 def test_unknown_or_absent_run_is_a_clear_error(spark, cfg):
     with pytest.raises(InputError, match="no detect run found.*recon detect"):
         render_report(spark, cfg, "latest", "json")
+
+
+def test_cli_report_json_details_prints_every_discrepancy(spark, cfg, detected, capsys):
+    from stripe_recon.cli import main
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "local.yaml"
+    code = main(["report", "--config", str(conf), "--set", f"storage.root={cfg.storage.root}",
+                 "--run-id", detected.run_id, "--format", "json", "--details"])
+    assert code == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert sorted(rep["discrepancies"], key=lambda r: (r["entity"], r["key"], r["attribute"] or "")) == EXPECTED_DETAILS
