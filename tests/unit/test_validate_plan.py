@@ -145,7 +145,7 @@ def test_each_plan_rule_quarantines_its_rows_and_holds(spark, cfg, run):
     assert {k: v[0] for k, v in box.items() if k is not None} == {
         **{g["correction_id"]: "planned" for g in GOOD},
         **{r["correction_id"]: "held" for r, _ in BAD if r["correction_id"] is not None}}
-    assert box["two"][1] == "validate_plan: immutable_price_field, stripe_owned_attribute"
+    assert box["two"][1] == "validate_plan: stripe_owned_attribute, immutable_price_field"  # suite order
     c = ledger(spark, cfg, run.run_id)["counts"]
     assert (c["rows_in"], c["valid"], c["quarantined"]) == (len(GOOD) + len(BAD), len(GOOD), len(BAD))
 
