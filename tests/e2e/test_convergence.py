@@ -120,6 +120,9 @@ def test_convergence_with_faults(spark, make_cfg, catalog):
         cfg = _cfg(make_cfg, catalog, emu)
         os.environ["STRIPE_API_KEY"] = "sk_test_e2e"
         _converge(spark, cfg, emu)
+        # on top of the random rates, make sure writes are lost after being applied at least twice
+        emu.faults.force("lost_response", times=1, method="POST", path_prefix="/v1/prices")
+        emu.faults.force("lost_response", times=1, method="POST", path_prefix="/v1/products/")
         result = push(Run.new(spark, cfg))
         assert result["failed"] == 0 and result["retries"] > 0, result
         _assert_exactly_once(spark, cfg, emu)
