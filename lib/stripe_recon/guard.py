@@ -5,7 +5,9 @@ A plan is *held* when it
 - changes more than ``guard.max_change_ratio`` of the catalog (Stripe writes / catalog size),
 - archives more than ``guard.max_archive_ratio`` of the catalog, or
 - was built from an internal snapshot that shrank more than ``guard.max_shrink_ratio`` since the
-  previous ``land_internal`` run (product counts from the runs ledger ``gold.runs``).
+  previous ``land_internal`` run (product counts from the runs ledger ``gold.runs``), or
+- creates objects while the latest Stripe landing quarantined objects: a rejected Stripe object is
+  absent from silver, so its internal record looks missing and a create could duplicate it.
 
 The catalog size is the larger of the two sides (internal products + prices, Stripe products +
 prices): a truncated internal snapshot must not make the ratio look small, and a first sync into an
@@ -29,8 +31,9 @@ from . import tables
 from .config import Config, Guard
 
 #: Ledger count keys that may hold the landed internal product count (first one present wins).
-PRODUCT_COUNT_KEYS = ("products.silver_rows", "products.landed", "products", "products_valid", "products_accepted", "silver_products", "products_out")
+PRODUCT_COUNT_KEYS = ("products.silver_rows", "products.landed")
 LAND_INTERNAL_STAGE = "land_internal"
+LAND_STRIPE_STAGE = "land_stripe"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class GuardInput:
     catalog: int  # max(internal rows, Stripe rows)
     internal_now: int | None = None  # products in the latest internal snapshot
     internal_prev: int | None = None  # products in the snapshot before it
+    creates: int = 0  # create_product + create_price
+    stripe_quarantined: int = 0  # Stripe objects the latest land_stripe quarantined
 
 
 @dataclass
@@ -71,7 +76,26 @@ def evaluate(guard: Guard, inp: GuardInput) -> Verdict:
                 f"internal snapshot shrank {shrink:.2%} > max_shrink_ratio {guard.max_shrink_ratio:.2%} "
                 f"({inp.internal_prev} -> {inp.internal_now} products since the previous land_internal run)"
             )
+    if inp.creates and inp.stripe_quarantined:
+        reasons.append(
+            f"the latest Stripe landing quarantined {inp.stripe_quarantined} objects and the plan creates "
+            f"{inp.creates}: a create could duplicate a quarantined object (fix the export, see gold.quarantine)"
+        )
     return Verdict(bool(reasons), reasons)
+
+
+def stripe_quarantined(spark: SparkSession, cfg: Config) -> int:
+    """Objects quarantined by the newest successful ``land_stripe`` (0 when there is none)."""
+    if not tables.exists(spark, cfg, tables.GOLD_RUNS):
+        return 0
+    row = (
+        tables.read(spark, cfg, tables.GOLD_RUNS)
+        .filter((F.col("stage") == LAND_STRIPE_STAGE) & (F.col("status") == "ok"))
+        .orderBy(F.col("started_at").desc(), F.col("run_id").desc())
+        .select(F.col("counts")["quarantined"].alias("q"))
+        .first()  # one ledger row, not row data
+    )
+    return int(row["q"] or 0) if row else 0
 
 
 def internal_snapshot_counts(spark: SparkSession, cfg: Config) -> tuple[int | None, int | None]:

@@ -43,3 +43,16 @@ def test_truncated_snapshot_from_the_ledger(spark, cfg):
     assert (now, prev) == (100, 1000)
     v = evaluate(G, GuardInput(writes=0, archives=0, catalog=3000, internal_now=now, internal_prev=prev))
     assert v.held and "90.00%" in v.reasons[0]
+
+
+def test_creates_are_held_while_stripe_objects_sit_in_quarantine(spark, cfg):
+    from stripe_recon.guard import stripe_quarantined
+
+    assert stripe_quarantined(spark, cfg) == 0
+    with Run.new(spark, cfg).stage("land_stripe") as st:
+        st.counts.update({"rows_in": 10, "landed": 8, "quarantined": 2})
+    assert stripe_quarantined(spark, cfg) == 2
+    held = evaluate(G, GuardInput(writes=3, archives=0, catalog=1000, creates=1, stripe_quarantined=2))
+    assert held.held and "quarantined 2 objects" in held.reasons[0] and "creates 1" in held.reasons[0]
+    # updates alone cannot duplicate anything: not held
+    assert not evaluate(G, GuardInput(writes=3, archives=0, catalog=1000, creates=0, stripe_quarantined=2)).held
