@@ -66,3 +66,28 @@ def make_cfg(tmp_path):
 @pytest.fixture
 def run(spark, cfg) -> Run:
     return Run.new(spark, cfg)
+
+
+AWS_TEST_REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """A real moto server (HTTP on loopback) for S3 / Glue / Secrets Manager, with test credentials."""
+    from moto.server import ThreadedMotoServer
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": AWS_TEST_REGION}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import boto3
@@ -20,28 +19,7 @@ from stripe_recon.deploy import DELTA_CONF_CHAIN, parse_overrides, recon_argv
 # conftest adds org.apache.hadoop:hadoop-aws to the shared session when this module is collected.
 NEEDS_HADOOP_AWS = True
 REPO = Path(__file__).resolve().parents[2]
-REGION = "us-east-1"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+REGION = "us-east-1"  # the moto_endpoint fixture (conftest) uses the same region
 
 
 def _client(service: str, endpoint: str):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from stripe_recon.ledger import Run
 
 # conftest adds hadoop-aws to the shared session when a collected module sets this (s3a:// test).
 NEEDS_HADOOP_AWS = True
-REGION = "us-east-1"
+REGION = "us-east-1"  # the moto_endpoint fixture (conftest) uses the same region
 
 T0 = 1_767_225_600  # 2026-01-01 00:00:00 UTC
 D0 = dt.datetime(2026, 1, 1)
@@ -228,27 +227,6 @@ def test_missing_path_names_it(spark, make_cfg, tmp_path):
     assert [(r.stage, r.status, str(missing) in r.message) for r in ledger] == [("land_stripe", "failed", True)]
     with pytest.raises(InputError, match="sources.stripe.path"):
         land_stripe_files(Run.new(spark, make_cfg("sources.stripe.path=null")))
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_export_on_s3a(spark, make_cfg, moto_endpoint):
