@@ -152,6 +152,6 @@ def land_stripe_api(run: Any) -> dict[str, Any]:
 
 def _fingerprints(df: Any) -> dict[str, tuple[int, int]]:
     """{kind: (distinct ids, bit_xor of xxhash64 over the distinct ids)} in one aggregation."""
-    rows = (df.filter(F.col("id").isNotNull()).distinct().groupBy("object")
+    rows = (df.filter(F.col("id").isNotNull()).distinct().groupBy("object")  # aggregate: one row per kind
             .agg(F.count("*").alias("n"), F.expr("bit_xor(xxhash64(id))").alias("fp")).collect())
     return {r["object"]: (int(r["n"]), int(r["fp"])) for r in rows}
