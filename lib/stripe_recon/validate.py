@@ -15,8 +15,9 @@ row-level and which table-level):
    aggregation counts rows in, rejected rows and rows per rule;
 3. rejected rows go to ``gold.quarantine`` (stage ``validate``) with their reasons; in every case
    ``rows_in = valid + quarantined``;
-4. GX validates the valid rows (the cached frame) with the whole suite, through a Checkpoint whose
-   ``UpdateDataDocsAction`` writes ``{storage.root}/runs/{run_id}/data_docs/index.html``;
+4. GX validates the valid rows with the whole suite through a Checkpoint (error row rules are not
+   evaluated twice: their counts from step 2 are added to the result); the Data Docs site of the run,
+   ``{storage.root}/runs/{run_id}/data_docs/index.html``, is built once per stage from the stored results;
 5. the gate: an ``error`` expectation failing, or rejected rows under a suite whose
    ``meta.row_failures`` is ``hold``, holds the stage (:class:`HeldError`, exit code 3; nothing
    downstream runs). ``warn`` failures are only reported. When a silver table's gate passes and rows
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from . import gx_suites, quarantine, tables
@@ -177,21 +178,19 @@ def _validate_table(
     t0 = time.monotonic()
     rules = gx_suites.row_rules(suite, params)
     error_rules = list(dict.fromkeys(r.name for r in rules if r.severity == "error"))
-    marked, rules, markers = _duplicate_markers(df, suite, rules)
-    flagged = quarantine.flag(marked, rules).drop(*markers).persist()
+    res.rows_in, res.quarantined, res.reasons = _rule_counts(df, suite, rules, error_rules)
+    res.valid = res.rows_in - res.quarantined
+    valid = df
+    rejected = None
+    valid_cached = None
     try:
-        agg = flagged.agg(
-            F.count(F.lit(1)).alias("rows_in"),
-            F.coalesce(F.sum((F.size(REASONS) > 0).cast("long")), F.lit(0)).alias("quarantined"),
-            *[F.coalesce(F.sum(F.array_contains(REASONS, r).cast("long")), F.lit(0)).alias(f"r{i}")
-              for i, r in enumerate(error_rules)],
-        ).first()
-        res.rows_in, res.quarantined = int(agg["rows_in"]), int(agg["quarantined"])
-        res.valid = res.rows_in - res.quarantined
-        res.reasons = {r: int(agg[f"r{i}"]) for i, r in enumerate(error_rules) if agg[f"r{i}"]}
-        valid, rejected = quarantine.split(flagged)
-
         if res.quarantined:
+            # Rows were rejected: now (only now) each row's reasons are needed.
+            marked, flag_rules, markers = _duplicate_markers(df, suite, rules)
+            valid, rejected = quarantine.split(quarantine.flag(marked, flag_rules).drop(*markers))
+            rejected = rejected.persist()  # the rejected rows only: written to quarantine, maybe to the outbox
+            # The valid rows are read by GX and, for silver, written back: evaluate the rules once.
+            valid = valid_cached = valid.persist()
             source_file = "_source_file" if "_source_file" in df.columns else None
             rows = quarantine.to_quarantine_rows(
                 run.run_id, rejected, "validate", meta.get("source", suite_name), meta.get("entity", "unknown"),
@@ -216,8 +215,63 @@ def _validate_table(
             tables.overwrite(run.spark, cfg, table, valid)
         res.seconds = {"rules": t1 - t0, "gx": t2 - t1, "write": time.monotonic() - t2}
     finally:
-        flagged.unpersist()
+        for frame in (rejected, valid_cached):
+            if frame is not None:
+                frame.unpersist()
     return res
+
+
+def _rule_counts(df: DataFrame, suite: dict[str, Any], rules: list, error_rules: list[str]) -> tuple[int, int, dict[str, int]]:
+    """(rows in, rows rejected, rows per error rule) in one scan and one narrow aggregation.
+
+    The rows are grouped by the column of the suite's first uniqueness rule (the key): a group of more
+    than one row with a non-null key breaks that rule, and the other rules' flags are summed per group.
+    Spark reads only the key and the columns the rules name; nothing is cached. Further uniqueness
+    rules, if a suite has any, are evaluated with marker columns (:func:`_duplicate_markers`).
+    Equivalent to counting :func:`quarantine.flag`'s ``_reasons`` row by row."""
+    unique = [e for e in suite["expectations"]
+              if e["type"] == "expect_column_values_to_be_unique" and e["meta"].get("rule") and e["meta"]["severity"] == "error"]
+    first = unique[0] if unique else None
+    group_col = first["kwargs"]["column"] if first else None
+    other = {**suite, "expectations": [e for e in suite["expectations"] if e is not first]}
+    marked, rules, markers = _duplicate_markers(df, other, rules)
+    by_name: dict[str, Column] = {}
+    for r in rules:
+        if r.severity != "error" or (first and r.name == first["meta"]["rule"] and "OVER (PARTITION BY" in r.fails):
+            continue
+        broken = F.coalesce(F.expr(r.fails), F.lit(False))
+        by_name[r.name] = by_name[r.name] | broken if r.name in by_name else broken
+    any_broken = F.lit(False)
+    for c in by_name.values():
+        any_broken = any_broken | c
+    flags = [c.cast("long").alias(f"f{i}") for i, c in enumerate(by_name.values())]
+    names = list(by_name)
+    if group_col is None:
+        rows = marked.select(F.lit(1).alias("_n"), any_broken.cast("long").alias("_bad"), *flags)
+        dup = F.lit(False)
+    else:
+        key = F.col(f"`{group_col}`")
+        rows = marked.groupBy(key.alias("_k")).agg(
+            F.count(F.lit(1)).alias("_n"), F.sum(any_broken.cast("long")).alias("_bad"),
+            *[F.sum(f).alias(f"f{i}") for i, f in enumerate(c.cast("long") for c in by_name.values())],
+        )
+        dup = F.col("_k").isNotNull() & (F.col("_n") > 1)
+    dup_rule = first["meta"]["rule"] if first else None
+    per_rule = []
+    for name in error_rules:
+        parts = []
+        if name in names:
+            parts.append(F.col(f"f{names.index(name)}"))
+        if name == dup_rule:
+            parts = [F.when(dup, F.col("_n")).otherwise(parts[0] if parts else F.lit(0))]
+        per_rule.append(F.coalesce(F.sum(parts[0] if parts else F.lit(0)), F.lit(0)).alias(name))
+    totals = rows.agg(
+        F.coalesce(F.sum("_n"), F.lit(0)).alias("_rows_in"),
+        F.coalesce(F.sum(F.when(dup, F.col("_n")).otherwise(F.col("_bad"))), F.lit(0)).alias("_quarantined"),
+        *per_rule,
+    ).first()  # one row of counts
+    reasons = {name: int(totals[name]) for name in error_rules if totals[name]}
+    return int(totals["_rows_in"]), int(totals["_quarantined"]), reasons
 
 
 def _duplicate_markers(df: DataFrame, suite: dict[str, Any], rules: list) -> tuple[DataFrame, list, list[str]]:
@@ -416,7 +470,8 @@ class GxRunner:
                     "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(self.local_docs)},
                 },
             )
-        # The frames handed over are already cached (or cheap filters of a cached frame).
+        # GX must not cache the frames: a valid frame is the table itself (or a filter of it), and the
+        # table-level expectations GX evaluates read only a few of its columns.
         self.source = self.context.data_sources.add_or_update_spark(name="spark", persist=False)
 
     def validate(
@@ -433,7 +488,6 @@ class GxRunner:
         second pass per expectation (2-3 Spark jobs each) would cost more than the rest of the gate.
         Their Data Docs entry shows how many input rows broke them (and were quarantined)."""
         gx = self._gx
-        from great_expectations.checkpoint import UpdateDataDocsAction
         from great_expectations.core.expectation_validation_result import ExpectationValidationResult
         from great_expectations.core.run_identifier import RunIdentifier
         from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
@@ -487,14 +541,14 @@ class GxRunner:
             gx.ExpectationSuite(name=name, expectations=suite_dict["expectations"] + [e for e, _, _ in row_results],
                                 meta=meta)
         )
-        if self.docs_enabled:
-            UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]).run(result)
         return suite_result
 
     def publish(self) -> str | None:
         """Where the Data Docs index is (copied to the storage root first when that is a URI)."""
         if not self.docs_enabled:
             return None
+        # One build per stage from the stored results (those of an earlier gate of the run included).
+        self.context.build_data_docs(site_names=[DOCS_SITE])
         if not self.remote:
             return str(self.local_docs / "index.html")
         spark = self.run.spark

@@ -371,3 +371,43 @@ def test_expectations_that_cannot_be_row_rules(tmp_path, cfg, expectation, messa
     with pytest.raises(ConfigError) as exc:
         gx_suites.row_rules(suite, gx_suites.parameters(cfg))
     assert message in str(exc.value)
+
+
+def test_grouped_rule_counts_equal_row_by_row_counts(spark, cfg):
+    """_rule_counts (one aggregation grouped by the key) must count exactly what flagging every row
+    does, including a duplicated key whose rows also break other rules and several null keys."""
+    from stripe_recon import gx_suites, quarantine
+    from stripe_recon.validate import _duplicate_markers, _rule_counts
+
+    rows = [
+        price("PR1"),
+        price("PR2", amount="-1", unit_amount=-100),             # negative_amount
+        price("PR3"), price("PR3", currency="usd "),             # duplicate key, one row also unknown_currency
+        price("PR4"), price("PR4"), price("PR4", amount="-2", unit_amount=-200),
+        price(None), price(None, currency=None),                 # null keys: not duplicates of each other
+        price("PR5", interval="fortnight"),                      # invalid_interval
+    ]
+    df = frame(spark, tables.SILVER_INTERNAL_PRICES_SCHEMA, rows)
+    suite = gx_suites.load_suite("internal_prices", cfg)
+    params = {**gx_suites.parameters(cfg), "row_count_min": 0, "row_count_max": None}
+    rules = gx_suites.row_rules(suite, params)
+    error_rules = list(dict.fromkeys(r.name for r in rules if r.severity == "error"))
+
+    rows_in, rejected, reasons = _rule_counts(df, suite, rules, error_rules)
+
+    marked, flag_rules, markers = _duplicate_markers(df, suite, rules)
+    flagged = quarantine.flag(marked, flag_rules).drop(*markers)
+    per_row = flagged.select(quarantine.REASONS).collect()  # 10 test rows
+    expected_reasons: dict[str, int] = {}
+    for r in per_row:
+        for name in set(r[0]):
+            expected_reasons[name] = expected_reasons.get(name, 0) + 1
+    assert rows_in == 10
+    assert rejected == sum(1 for r in per_row if r[0]) == 9
+    assert reasons == expected_reasons
+    assert reasons["duplicate_key"] == 5
+    assert reasons["null_key"] == 2
+    assert reasons["negative_amount"] == 2
+    assert reasons["unknown_currency"] == 1
+    assert reasons["missing_currency"] == 1
+    assert reasons["invalid_interval"] == 1
