@@ -11,10 +11,12 @@ row-level and which table-level):
 
 1. the required columns and types are checked on the schema (a broken schema holds the gate at once:
    no row rule can be evaluated against a missing column);
-2. every row rule becomes one Spark projection adding ``_reasons`` (no UDF, no collect); one
-   aggregation counts rows in, rejected rows and rows per rule;
-3. rejected rows go to ``gold.quarantine`` (stage ``validate``) with their reasons; in every case
-   ``rows_in = valid + quarantined``;
+2. the counts (rows in, rejected rows, rows per rule) come from one aggregation grouped by the key
+   (the uniqueness rule), reading only the key and the columns the rules name (no UDF, no collect,
+   nothing cached);
+3. only when rows were rejected, every row rule becomes one Spark projection adding ``_reasons``; that
+   frame is cached once and the rejected rows go to ``gold.quarantine`` (stage ``validate``) with their
+   reasons; in every case ``rows_in = valid + quarantined``;
 4. GX validates the valid rows with the whole suite through a Checkpoint (error row rules are not
    evaluated twice: their counts from step 2 are added to the result); the Data Docs site of the run,
    ``{storage.root}/runs/{run_id}/data_docs/index.html``, is built once per stage from the stored results;
@@ -181,16 +183,24 @@ def _validate_table(
     res.rows_in, res.quarantined, res.reasons = _rule_counts(df, suite, rules, error_rules)
     res.valid = res.rows_in - res.quarantined
     valid = df
-    rejected = None
-    valid_cached = None
+    cached = None
     try:
         if res.quarantined:
             # Rows were rejected: now (only now) each row's reasons are needed.
             marked, flag_rules, markers = _duplicate_markers(df, suite, rules)
-            valid, rejected = quarantine.split(quarantine.flag(marked, flag_rules).drop(*markers))
-            rejected = rejected.persist()  # the rejected rows only: written to quarantine, maybe to the outbox
-            # The valid rows are read by GX and, for silver, written back: evaluate the rules once.
-            valid = valid_cached = valid.persist()
+            flagged = quarantine.flag(marked, flag_rules).drop(*markers)
+            key_col = _whole_key_column(suite)
+            if key_col:
+                # Every row of a key is either valid or rejected (a repeated or null key rejects all of
+                # its rows), so the valid rows are the input without the rejected keys: the rules are
+                # not evaluated a second time and only the (few) rejected rows are cached.
+                rejected = flagged.filter(F.size(REASONS) > 0).persist()
+                cached = rejected
+                keys = rejected.select(F.col(f"`{key_col}`").alias("_rejected_key")).distinct()
+                valid = df.join(keys, df[f"`{key_col}`"].eqNullSafe(keys["_rejected_key"]), "left_anti")
+            else:
+                cached = flagged.persist()  # read by the quarantine write, GX and the silver rewrite
+                valid, rejected = quarantine.split(cached)
             source_file = "_source_file" if "_source_file" in df.columns else None
             rows = quarantine.to_quarantine_rows(
                 run.run_id, rejected, "validate", meta.get("source", suite_name), meta.get("entity", "unknown"),
@@ -215,10 +225,19 @@ def _validate_table(
             tables.overwrite(run.spark, cfg, table, valid)
         res.seconds = {"rules": t1 - t0, "gx": t2 - t1, "write": time.monotonic() - t2}
     finally:
-        for frame in (rejected, valid_cached):
-            if frame is not None:
-                frame.unpersist()
+        if cached is not None:
+            cached.unpersist()
     return res
+
+
+def _whole_key_column(suite: dict[str, Any]) -> str | None:
+    """The column that is both not-null and unique under ``error`` row rules, if the suite has one."""
+    def columns(etype: str) -> set[str]:
+        return {e["kwargs"].get("column") for e in suite["expectations"]
+                if e["type"] == etype and e["meta"].get("rule") and e["meta"].get("severity") == "error"}
+
+    both = columns("expect_column_values_to_not_be_null") & columns("expect_column_values_to_be_unique")
+    return sorted(both)[0] if both else None
 
 
 def _rule_counts(df: DataFrame, suite: dict[str, Any], rules: list, error_rules: list[str]) -> tuple[int, int, dict[str, int]]:
