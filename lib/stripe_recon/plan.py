@@ -14,7 +14,8 @@ Spark SQL expressions only (no UDF, no collect of rows). Rules (../shared/design
   correction ``depends_on`` that create). A price whose product is neither is quarantined.
 - ``replace`` (amount/currency/interval/interval_count, ``price_product_mismatch``) ->
   ``replace_price``: create the new price with ``transfer_lookup_key``, move the product's
-  ``default_price`` if the old price was it, archive the old price. ``active`` pushed to false ->
+  ``default_price`` if the old price was it (unset it when the price moves to another product; push
+  decides from the live product), archive the old price. ``active`` pushed to false ->
   ``archive_price``; nickname/active=true -> ``update_price``.
 - ``missing_in_internal`` with action ``archive`` -> archive (never when the internal input is empty);
   review/ignore actions and duplicates produce no Stripe write.

@@ -320,13 +320,30 @@ class Applier:
             raise Stale(f"price {sid} changed in Stripe since detection")
         if self.dry_run:
             return "would_apply", sid
+        if payload.get("active") is False and current.get("active"):
+            self._release_default(current, row["idempotency_key"])
         self._write(sr.update_price(sid, **payload), row["idempotency_key"])
         return "applied", sid
 
     _archive_price = _update_price
 
+    def _release_default(self, price: dict[str, Any], idem: str, successor: str | None = None) -> None:
+        """Stripe refuses to archive the default price of a product ("This price cannot be archived
+        because it is the default price of its product"): point the product at ``successor`` (a price of
+        the same product) or unset its default_price first. Read live, so a rerun does nothing twice."""
+        product_id = price.get("product")
+        product_id = product_id.get("id") if isinstance(product_id, dict) else product_id
+        if not product_id:
+            return
+        product = self._retrieve(sr.retrieve_product(product_id))
+        default = (product or {}).get("default_price")
+        default = default.get("id") if isinstance(default, dict) else default
+        if product is None or default != price["id"]:
+            return
+        self._write(sr.update_product(product_id, default_price=successor or ""), idem + "-default")
+
     def _replace_price(self, row: dict[str, Any], payload: dict[str, Any], observed: Any) -> tuple[str, str | None]:
-        """Create the new price (taking the lookup key), move default_price, archive the old one.
+        """Create the new price (taking the lookup key), move or unset default_price, archive the old one.
         Every step first checks whether it is already done, so a rerun never replaces twice."""
         old_id, create = payload["archive"], payload["create"]
         lookup_key = create["lookup_key"]
@@ -350,11 +367,11 @@ class Applier:
             new_id = self._write(req, idem + "-create")["id"]
         if self.dry_run:
             return "applied", new_id
-        product_id = payload.get("default_price_of")
-        if product_id:
-            product = self._retrieve(sr.retrieve_product(product_id))
-            if product is not None and product.get("default_price") == old_id:
-                self._write(sr.update_product(product_id, default_price=new_id), idem + "-default")
+        # The old price's product keeps a default price only when the new price stays on it; a price
+        # moved to another product (price_product_mismatch) leaves its old product without a default.
+        old_product = old.get("product")
+        old_product = old_product.get("id") if isinstance(old_product, dict) else old_product
+        self._release_default(old, idem, new_id if create["product"] == old_product else None)
         if old.get("active"):
             self._write(sr.archive_price(old_id), idem + "-archive")
         return "applied", new_id

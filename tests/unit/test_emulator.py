@@ -151,6 +151,20 @@ def test_default_price_must_belong_to_the_product(client, emu):
     assert rq.execute(client, rq.update_product("prod_1", default_price=""))["default_price"] is None
 
 
+def test_default_price_cannot_be_archived_until_unset(client, emu):
+    """Stripe: "This price cannot be archived because it is the default price of its product"."""
+    _product(client, "prod_1")
+    price = rq.execute(client, rq.create_price("prod_1", "usd", 100))
+    rq.execute(client, rq.update_product("prod_1", default_price=price["id"]))
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        rq.execute(client, rq.archive_price(price["id"]))
+    assert err.value.http_status == 400 and err.value.param == "active"
+    assert "default price of its product" in str(err.value)
+    assert emu.store.objects["price"][price["id"]]["active"] is True
+    rq.execute(client, rq.update_product("prod_1", default_price=""))
+    assert rq.execute(client, rq.archive_price(price["id"]))["active"] is False
+
+
 def test_delete_product_only_without_prices(client, emu):
     _product(client, "prod_free")
     _product(client, "prod_priced")

@@ -150,6 +150,50 @@ def test_push_applies_every_operation_once_and_rerun_sends_nothing(spark, pcfg, 
     assert len(emu.journal) == n  # nothing pending: not even a read
 
 
+def test_default_prices_are_released_before_archiving(spark, make_cfg, monkeypatch):
+    """Stripe refuses to archive a product's default price. An archived default price is unset on its
+    product first; a price moved to another product (replace) leaves its old product without one."""
+    seed = [
+        {"object": "product", "id": "prod_a", "name": "A", "created": 1700000000, "default_price": "price_a1",
+         "metadata": {"internal_id": "A"}},
+        {"object": "product", "id": "prod_b", "name": "B", "created": 1700000001, "default_price": "price_b1",
+         "metadata": {"internal_id": "B"}},
+        {"object": "product", "id": "prod_c", "name": "C", "created": 1700000002, "metadata": {"internal_id": "C"}},
+        {"object": "price", "id": "price_a1", "product": "prod_a", "lookup_key": "PA1", "currency": "usd",
+         "unit_amount": 100, "created": 1700000000},
+        {"object": "price", "id": "price_b1", "product": "prod_b", "lookup_key": "PB1", "currency": "usd",
+         "unit_amount": 200, "created": 1700000001},
+    ]
+    obs = {"active": True, "currency": "usd", "interval": None, "interval_count": None, "nickname": None}
+    rows = [
+        _corr(1, "price", "PA1", "price_a1", "archive_price", {"active": False},
+              {**obs, "id": "price_a1", "lookup_key": "PA1", "unit_amount": 100, "product": "prod_a"}),
+        _corr(1, "price", "PB1", "price_b1", "replace_price",
+              {"archive": "price_b1", "create": {"currency": "usd", "lookup_key": "PB1", "product": "prod_c",
+                                                 "transfer_lookup_key": True, "unit_amount": 200}},
+              {**obs, "id": "price_b1", "lookup_key": "PB1", "unit_amount": 200, "product": "prod_b"}),
+    ]
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_push")
+    with EmulatorServer(port=0) as emu:
+        emu.store.seed(seed)
+        cfg = make_cfg(f"stripe.api_base={emu.url}", "stripe.rate_limit_per_second=200")
+        _write_plan(spark, cfg, rows)
+        summary = push(Run.new(spark, cfg))
+        assert (summary["applied"], summary["failed"], summary["stale"]) == (2, 0, 0)
+        products, prices = emu.store.objects["product"], emu.store.objects["price"]
+        assert prices["price_a1"]["active"] is False and products["prod_a"]["default_price"] is None
+        moved = emu.store.lookup_index["PB1"]
+        assert moved != "price_b1" and prices[moved]["product"] == "prod_c" and prices[moved]["active"] is True
+        assert prices["price_b1"]["active"] is False and products["prod_b"]["default_price"] is None
+        assert products["prod_c"]["default_price"] is None
+        # archive: unset + archive; replace: create + unset + archive (the two corrections may interleave)
+        assert sorted((w["path"], tuple(sorted(w["params"]))) for w in _writes(emu)) == sorted([
+            ("/v1/products/prod_a", ("default_price",)), ("/v1/prices/price_a1", ("active",)),
+            ("/v1/prices", ("currency", "lookup_key", "product", "transfer_lookup_key", "unit_amount")),
+            ("/v1/products/prod_b", ("default_price",)), ("/v1/prices/price_b1", ("active",)),
+        ])
+
+
 def test_resume_after_crash_never_duplicates(spark, pcfg, emu):
     """State of a push killed half-way: some corrections already applied in Stripe (statuses not yet
     merged), the replace interrupted after its create. A rerun finishes with no duplicate effect."""

@@ -361,7 +361,13 @@ class Store:
 
     def _apply_price_fields(self, obj: dict[str, Any], params: dict[str, Any], *, creating: bool) -> None:
         if "active" in params:
-            obj["active"] = as_bool(params["active"], "active")
+            active = as_bool(params["active"], "active")
+            product = self.objects["product"].get(obj.get("product") or "")
+            if not creating and not active and obj["active"] and product and product.get("default_price") == obj["id"]:
+                # Stripe's rule: unset (or move) the product's default_price first.
+                raise StripeAPIError(400, "This price cannot be archived because it is the default price of its "
+                                     "product.", param="active")
+            obj["active"] = active
         if "nickname" in params:
             obj["nickname"] = _optional_text(params["nickname"], "nickname", 5000)
         if "metadata" in params:
