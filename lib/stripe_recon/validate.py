@@ -254,36 +254,33 @@ def _rule_counts(df: DataFrame, suite: dict[str, Any], rules: list, error_rules:
     group_col = first["kwargs"]["column"] if first else None
     other = {**suite, "expectations": [e for e in suite["expectations"] if e is not first]}
     marked, rules, markers = _duplicate_markers(df, other, rules)
-    by_name: dict[str, Column] = {}
+    dup_rule = first["meta"]["rule"] if first else None
+    by_name: dict[str, Column] = {}  # rule name -> "this row breaks it" (rules sharing a name are OR-ed)
     for r in rules:
-        if r.severity != "error" or (first and r.name == first["meta"]["rule"] and "OVER (PARTITION BY" in r.fails):
+        # The first uniqueness rule is counted from the group sizes below, not by its window form.
+        if r.severity != "error" or (r.name == dup_rule and "OVER (PARTITION BY" in r.fails):
             continue
         broken = F.coalesce(F.expr(r.fails), F.lit(False))
         by_name[r.name] = by_name[r.name] | broken if r.name in by_name else broken
+    names = list(by_name)
     any_broken = F.lit(False)
     for c in by_name.values():
         any_broken = any_broken | c
-    flags = [c.cast("long").alias(f"f{i}") for i, c in enumerate(by_name.values())]
-    names = list(by_name)
+    per_row = [any_broken.cast("long").alias("_bad"), *[c.cast("long").alias(f"f{i}") for i, c in enumerate(by_name.values())]]
     if group_col is None:
-        rows = marked.select(F.lit(1).alias("_n"), any_broken.cast("long").alias("_bad"), *flags)
+        rows = marked.select(F.lit(1).alias("_n"), *per_row)
         dup = F.lit(False)
     else:
-        key = F.col(f"`{group_col}`")
-        rows = marked.groupBy(key.alias("_k")).agg(
-            F.count(F.lit(1)).alias("_n"), F.sum(any_broken.cast("long")).alias("_bad"),
-            *[F.sum(f).alias(f"f{i}") for i, f in enumerate(c.cast("long") for c in by_name.values())],
+        rows = marked.select(F.col(f"`{group_col}`").alias("_k"), *per_row).groupBy("_k").agg(
+            F.count(F.lit(1)).alias("_n"), *[F.sum(c).alias(c) for c in ["_bad", *(f"f{i}" for i in range(len(names)))]],
         )
         dup = F.col("_k").isNotNull() & (F.col("_n") > 1)
-    dup_rule = first["meta"]["rule"] if first else None
     per_rule = []
     for name in error_rules:
-        parts = []
-        if name in names:
-            parts.append(F.col(f"f{names.index(name)}"))
-        if name == dup_rule:
-            parts = [F.when(dup, F.col("_n")).otherwise(parts[0] if parts else F.lit(0))]
-        per_rule.append(F.coalesce(F.sum(parts[0] if parts else F.lit(0)), F.lit(0)).alias(name))
+        broken_rows = F.col(f"f{names.index(name)}") if name in names else F.lit(0)
+        if name == dup_rule:  # every row of a repeated key breaks it
+            broken_rows = F.when(dup, F.col("_n")).otherwise(broken_rows)
+        per_rule.append(F.coalesce(F.sum(broken_rows), F.lit(0)).alias(name))
     totals = rows.agg(
         F.coalesce(F.sum("_n"), F.lit(0)).alias("_rows_in"),
         F.coalesce(F.sum(F.when(dup, F.col("_n")).otherwise(F.col("_bad"))), F.lit(0)).alias("_quarantined"),
