@@ -187,6 +187,11 @@ def _price_matches(price: dict[str, Any], create: dict[str, Any]) -> bool:
     )
 
 
+def _object_id(value: Any) -> str | None:
+    """An id field as Stripe returns it: the id string, or the object itself when expanded."""
+    return value.get("id") if isinstance(value, dict) else value
+
+
 def _missing(exc: stripe.StripeError) -> bool:
     return isinstance(exc, stripe.InvalidRequestError) and (exc.http_status == 404 or exc.code == "resource_missing")
 
@@ -331,14 +336,11 @@ class Applier:
         """Stripe refuses to archive the default price of a product ("This price cannot be archived
         because it is the default price of its product"): point the product at ``successor`` (a price of
         the same product) or unset its default_price first. Read live, so a rerun does nothing twice."""
-        product_id = price.get("product")
-        product_id = product_id.get("id") if isinstance(product_id, dict) else product_id
+        product_id = _object_id(price.get("product"))
         if not product_id:
             return
         product = self._retrieve(sr.retrieve_product(product_id))
-        default = (product or {}).get("default_price")
-        default = default.get("id") if isinstance(default, dict) else default
-        if product is None or default != price["id"]:
+        if product is None or _object_id(product.get("default_price")) != price["id"]:
             return
         self._write(sr.update_product(product_id, default_price=successor or ""), idem + "-default")
 
@@ -369,9 +371,8 @@ class Applier:
             return "applied", new_id
         # The old price's product keeps a default price only when the new price stays on it; a price
         # moved to another product (price_product_mismatch) leaves its old product without a default.
-        old_product = old.get("product")
-        old_product = old_product.get("id") if isinstance(old_product, dict) else old_product
-        self._release_default(old, idem, new_id if create["product"] == old_product else None)
+        same_product = create["product"] == _object_id(old.get("product"))
+        self._release_default(old, idem, new_id if same_product else None)
         if old.get("active"):
             self._write(sr.archive_price(old_id), idem + "-archive")
         return "applied", new_id
