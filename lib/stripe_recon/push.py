@@ -477,9 +477,10 @@ class _Progress:
             self._last = now
             el = max(now - self.t0, 1e-6)
             rate = self.done / el
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            print(f"push: {self.done}/{self.total} ({self.done / max(self.total, 1):.0%}) "
-                  f"{rate:.1f}/s ETA {eta:.0f}s", file=self.stream or sys.stderr, flush=True)
+            left = self.total - self.done
+            eta = f"ETA {left / rate:.0f}s" if rate > 0 and left > 0 else ("done" if left <= 0 else "ETA unknown")
+            print(f"push: {self.done}/{self.total} ({self.done / max(self.total, 1):.0%}) {rate:.1f}/s {eta}",
+                  file=self.stream or sys.stderr, flush=True)
 
 
 def push(run: Any, dry_run: bool = False, approve: str | None = None, force: bool = False,
