@@ -14,9 +14,10 @@ row-level and which table-level):
 2. the counts (rows in, rejected rows, rows per rule) come from one aggregation grouped by the key
    (the uniqueness rule), reading only the key and the columns the rules name (no UDF, no collect,
    nothing cached);
-3. only when rows were rejected, every row rule becomes one Spark projection adding ``_reasons``; that
-   frame is cached once and the rejected rows go to ``gold.quarantine`` (stage ``validate``) with their
-   reasons; in every case ``rows_in = valid + quarantined``;
+3. only when rows were rejected, every row rule becomes one Spark projection adding ``_reasons``; the
+   rejected rows are cached and go to ``gold.quarantine`` (stage ``validate``) with their reasons, and
+   the valid rows are the input without the rejected keys (or, for a suite without a not-null and
+   unique key, the flagged frame is cached once); in every case ``rows_in = valid + quarantined``;
 4. GX validates the valid rows with the whole suite through a Checkpoint (error row rules are not
    evaluated twice: their counts from step 2 are added to the result); the Data Docs site of the run,
    ``{storage.root}/runs/{run_id}/data_docs/index.html``, is built once per stage from the stored results;
@@ -253,12 +254,13 @@ def _rule_counts(df: DataFrame, suite: dict[str, Any], rules: list, error_rules:
     first = unique[0] if unique else None
     group_col = first["kwargs"]["column"] if first else None
     other = {**suite, "expectations": [e for e in suite["expectations"] if e is not first]}
+    rule_exps = [e for e in suite["expectations"] if e["meta"].get("rule")]  # row_rules' order, one rule each
     marked, rules, markers = _duplicate_markers(df, other, rules)
     dup_rule = first["meta"]["rule"] if first else None
     by_name: dict[str, Column] = {}  # rule name -> "this row breaks it" (rules sharing a name are OR-ed)
-    for r in rules:
+    for exp, r in zip(rule_exps, rules, strict=True):
         # The first uniqueness rule is counted from the group sizes below, not by its window form.
-        if r.severity != "error" or (r.name == dup_rule and "OVER (PARTITION BY" in r.fails):
+        if r.severity != "error" or exp is first:
             continue
         broken = F.coalesce(F.expr(r.fails), F.lit(False))
         by_name[r.name] = by_name[r.name] | broken if r.name in by_name else broken
