@@ -9,6 +9,12 @@ The flow of one entity (products or prices of one side)::
         invalid -> gold.quarantine                 (replaceWhere run_id/stage/source: idempotent too)
 
 Counts come from one aggregation over the flagged frame, so ``rows_in = landed + quarantined``.
+
+The flagged frame is computed once per entity and kept (memory, spilling to disk) until the stage's
+quarantine write: the count, the silver write and the quarantine write read it instead of parsing and
+checking bronze three times (JSON parsing and the duplicate-key window are most of land's cost). Only
+what those three writes need is kept: the silver columns, ``_reasons`` and, for rejected rows only,
+the record as it arrived.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -36,6 +43,26 @@ class EntitySpec:
     schema: T.StructType  # silver schema
     canonicalise: Callable[[DataFrame], DataFrame]  # bronze -> flagged
     dedup: Callable[[DataFrame], DataFrame] | None = None  # valid rows -> one row per key
+
+
+class CacheScope:
+    """Frames persisted for one landing stage, unpersisted when the ``with`` block ends (error or not)."""
+
+    def __init__(self) -> None:
+        self.frames: list[DataFrame] = []
+
+    def keep(self, df: DataFrame) -> DataFrame:
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        self.frames.append(df)
+        return df
+
+    def __enter__(self) -> CacheScope:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for df in self.frames:
+            df.unpersist()
+        self.frames.clear()
 
 
 def sql_str(value: str) -> str:
@@ -98,14 +125,28 @@ def read_bronze(run: Run, name: str) -> DataFrame:
     return tables.read(run.spark, run.cfg, name).where(F.col("_run_id") == run.run_id)
 
 
-def bronze_and_count(run: Run, spec: EntitySpec, bronze_df: DataFrame) -> tuple[dict[str, int], DataFrame]:
+def _slim(flagged: DataFrame, spec: EntitySpec) -> DataFrame:
+    """What the silver and quarantine writes read: silver columns (not yet cast), the reasons, the
+    columns de-duplication orders by, and the arriving record of rejected rows only."""
+    keep = [f.name for f in spec.schema.fields] + [c for c in ("_airbyte_extracted_at",) if c in flagged.columns]
+    rejected = F.size(quarantine.REASONS) > 0
+    return flagged.select(
+        *[F.col(f"`{c}`") for c in keep], F.col(quarantine.REASONS),
+        F.when(rejected, F.col(canonical.RECORD)).alias(canonical.RECORD),
+    )
+
+
+def bronze_and_count(run: Run, spec: EntitySpec, bronze_df: DataFrame,
+                     cache: CacheScope) -> tuple[dict[str, int], DataFrame]:
     """Write this run's bronze rows, flag them, count them. Returns (counts, flagged frame).
 
     counts: rows_in, landed (valid rows), quarantined, silver_rows (after de-duplication by key;
-    differs from landed only for Stripe objects exported more than once). One aggregation job.
+    differs from landed only for Stripe objects exported more than once). One aggregation job, which
+    also fills the cache of the flagged frame (kept by ``cache`` for :func:`publish` and the
+    quarantine write).
     """
     write_bronze(run, spec.bronze, bronze_df)
-    flagged = spec.canonicalise(read_bronze(run, spec.bronze))
+    flagged = cache.keep(_slim(spec.canonicalise(read_bronze(run, spec.bronze)), spec))
     row = flagged.agg(
         F.count(F.lit(1)).alias("rows_in"),
         F.expr(f"count_if(size({quarantine.REASONS}) = 0)").alias("landed"),
@@ -127,9 +168,10 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, source: str) -> Data
     )
 
 
-def land_entity(run: Run, spec: EntitySpec, bronze_df: DataFrame, source: str) -> tuple[dict[str, int], DataFrame]:
+def land_entity(run: Run, spec: EntitySpec, bronze_df: DataFrame, source: str,
+                cache: CacheScope) -> tuple[dict[str, int], DataFrame]:
     """:func:`bronze_and_count` then :func:`publish`. Returns (counts, quarantine rows to write)."""
-    counts, flagged = bronze_and_count(run, spec, bronze_df)
+    counts, flagged = bronze_and_count(run, spec, bronze_df, cache)
     return counts, publish(run, spec, flagged, source)
 
 

@@ -28,6 +28,7 @@ from ..config import InternalSource
 from ..errors import ConfigError, InputError
 from ..ledger import Run
 from .common import (
+    CacheScope,
     EntitySpec,
     bronze_and_count,
     check_path,
@@ -67,17 +68,19 @@ def land_internal(run: Run) -> dict[str, Any]:
             inputs[plural] = (df, where)
         result: dict[str, Any] = {}
         flagged = {}
-        for plural, spec in (("products", PRODUCTS), ("prices", PRICES)):
-            result[plural], flagged[plural] = bronze_and_count(run, spec, _to_bronze(inputs[plural][0], spec.entity))
-        for plural in ("products", "prices"):  # checked before silver is touched
-            if result[plural]["rows_in"] == 0 and not src.allow_empty:
-                raise InputError(
-                    f"internal {plural} input {inputs[plural][1]} is empty: an empty catalog would look like "
-                    "'delete everything'. Fix the input, or pass --allow-empty "
-                    "(sources.internal.allow_empty=true) if it really is empty."
-                )
-        frames = [publish(run, spec, flagged[p], "internal") for p, spec in (("products", PRODUCTS), ("prices", PRICES))]
-        write_quarantine(run, "internal", frames)
+        with CacheScope() as cache:
+            for plural, spec in (("products", PRODUCTS), ("prices", PRICES)):
+                result[plural], flagged[plural] = bronze_and_count(
+                    run, spec, _to_bronze(inputs[plural][0], spec.entity), cache)
+            for plural in ("products", "prices"):  # checked before silver is touched
+                if result[plural]["rows_in"] == 0 and not src.allow_empty:
+                    raise InputError(
+                        f"internal {plural} input {inputs[plural][1]} is empty: an empty catalog would look like "
+                        "'delete everything'. Fix the input, or pass --allow-empty "
+                        "(sources.internal.allow_empty=true) if it really is empty."
+                    )
+            frames = [publish(run, spec, flagged[p], "internal") for p, spec in (("products", PRODUCTS), ("prices", PRICES))]
+            write_quarantine(run, "internal", frames)
         st.counts.update(ledger_counts({k: result[k] for k in ("products", "prices")}))
         st.message = f"format={src.format}"
         result["paths"] = {plural: where for plural, (_, where) in inputs.items()}

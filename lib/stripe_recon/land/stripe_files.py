@@ -21,13 +21,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from .. import canonical, quarantine, tables
 from ..errors import InputError
 from ..ledger import Run
-from .common import EntitySpec, check_path, land_entity, ledger_counts, lineage, read_input, write_quarantine
+from .common import (
+    CacheScope,
+    EntitySpec,
+    check_path,
+    land_entity,
+    ledger_counts,
+    lineage,
+    read_input,
+    write_quarantine,
+)
 
 PRODUCTS = EntitySpec(
     entity="product", key="id", bronze=tables.BRONZE_STRIPE_PRODUCTS,
@@ -59,14 +67,17 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
         lines = text.select("value", *lineage(run, "stripe", F.col("_metadata.file_path"))).filter(
             "trim(value) <> ''"
         )
-        parsed = canonical.parse_stripe_lines(lines, src.format).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
+        with CacheScope() as cache:
+            parsed = canonical.parse_stripe_lines(lines, src.format)
+            is_bad = F.size(quarantine.REASONS) > 0  # the line as it arrived is kept for rejected lines only
+            parsed = cache.keep(parsed.select(*canonical.STRIPE_BRONZE_COLUMNS, quarantine.REASONS,
+                                              F.when(is_bad, F.col(canonical.RECORD)).alias(canonical.RECORD)))
             ok, bad = quarantine.split(parsed)
             result: dict[str, Any] = {}
             frames = []
             for plural, spec in (("products", PRODUCTS), ("prices", PRICES)):
                 bronze = ok.filter(F.col("object") == spec.entity).select(*canonical.STRIPE_BRONZE_COLUMNS)
-                counts, rejects = land_entity(run, spec, bronze, source="stripe")
+                counts, rejects = land_entity(run, spec, bronze, source="stripe", cache=cache)
                 result[plural] = counts
                 frames.append(rejects)
             frames.append(
@@ -77,8 +88,6 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
             )
             write_quarantine(run, "stripe", frames)
             n_bad = bad.count()
-        finally:
-            parsed.unpersist()
         result["unrecognised"] = {"rows_in": n_bad, "landed": 0, "quarantined": n_bad}
         st.counts.update(ledger_counts({k: result[k] for k in ("products", "prices", "unrecognised")}))
         st.message = f"format={src.format}"
