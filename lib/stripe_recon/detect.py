@@ -31,8 +31,11 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -46,6 +49,10 @@ KINDS = ("missing_in_stripe", "missing_in_internal", "field_mismatch", "duplicat
 # Stripe price fields that cannot be updated: a change means a new price (action ``replace``).
 IMMUTABLE_PRICE_FIELDS = frozenset({"unit_amount", "currency", "interval", "interval_count", "recurring", "type"})
 _ROW_FIELDS = ("key", "stripe_id", "kind", "attribute", "internal_value", "stripe_value", "owner", "action")
+# Stored by land next to the silver rows (see silver_with_fingerprint): the fingerprint of the
+# compared attributes and, on the Stripe side, the mapped key. Bump FP_VERSION when the meaning of a
+# normaliser or of the fingerprint changes, so that stored fingerprints stop being trusted.
+FP_COLUMN, KEY_COLUMN, FP_VERSION = "_fp", "_key", 1
 ROW_TYPE = T.ArrayType(T.StructType([T.StructField(f, T.StringType()) for f in _ROW_FIELDS]))
 
 
@@ -214,29 +221,51 @@ class _Compiler:
         return cond
 
 
-def _internal_side(df: DataFrame, comp: _Compiler) -> DataFrame:
+def _effective_active(entity: Entity, side: str, active: Column) -> Column:
+    """What detect means by active: internal products also need ``deleted_at`` null; a Stripe object
+    is active only when ``active`` is true and it is not deleted (a missing flag counts as inactive)."""
+    if side == "stripe":
+        return F.coalesce(active, F.lit(False)) & ~F.coalesce(F.col("is_deleted"), F.lit(False))
+    eff = F.coalesce(active, F.lit(True))
+    return eff & F.col("deleted_at").isNull() if entity.name == "product" else eff
+
+
+def _tolerant_values(comp: _Compiler, df: DataFrame, side: str) -> Column | None:
+    """Struct of the canonical values of tolerant attributes (not fingerprinted), or None."""
+    cols = []
+    for name, attr in comp.scalars.items():
+        if N.tolerant(attr):
+            col, dtype = _path(df, attr.internal if side == "internal" else attr.stripe, f"attributes.{comp.entity.name}.{name}.{side}")
+            cols.append(N.compared_value(col, attr, dtype, comp.icu, name).alias(name))
+    return F.struct(*cols) if cols else None
+
+
+def _internal_narrow(df: DataFrame, comp: _Compiler, ready: bool) -> DataFrame:
+    """Phase 1, internal side: key, effective active, updated_at, fingerprint (+ product key, tolerant values)."""
     e = comp.entity
-    if e.name == "product":
-        eff = F.coalesce(F.col("active"), F.lit(True)) & F.col("deleted_at").isNull()
-    else:
-        eff = F.coalesce(F.col("active"), F.lit(True))
-    df = df.withColumns({"active": eff})
-    v, fp = comp.values(df, "internal")
-    cols = [F.col(e.internal_key).alias("key"), F.col("active").alias("active"), F.col("updated_at").alias("ts"), v.alias("v"), fp.alias("fp")]
+    df = df.withColumns({"active": _effective_active(e, "internal", F.col("active"))})
+    fp = F.col(FP_COLUMN) if ready else comp.values(df, "internal")[1]
+    cols = [F.col(e.internal_key).alias("key"), F.col("active").alias("active"), F.col("updated_at").alias("ts"), fp.alias("fp")]
+    tol = _tolerant_values(comp, df, "internal")
+    if tol is not None:
+        cols.append(tol.alias("t"))
     if e.name == "price":
         cols.append(F.col("product_id").alias("product_key"))
     return df.select(*cols)
 
 
-def _stripe_side(df: DataFrame, comp: _Compiler, key: Column, product_keys: DataFrame | None) -> DataFrame:
-    """Stripe aggregated to one row per mapped key: the primary record and the sorted active ids."""
+def _stripe_narrow(df: DataFrame, comp: _Compiler, key: Column, product_keys: DataFrame | None, ready: bool) -> DataFrame:
+    """Phase 1, Stripe side aggregated to one row per mapped key: the primary record (narrow: id, active,
+    time, fingerprint) and the sorted active ids."""
     e = comp.entity
-    eff = F.coalesce(F.col("active"), F.lit(False)) & ~F.coalesce(F.col("is_deleted"), F.lit(False))
-    df = df.withColumns({"active": eff})
+    df = df.withColumns({"active": _effective_active(e, "stripe", F.col("active"))})
     if product_keys is not None:
         df = df.join(product_keys, df["product"] == product_keys["_pid"], "left")
-    v, fp = comp.values(df, "stripe")
-    rec = [F.col("id"), F.col("active"), F.col(e.stripe_time).alias("ts"), v.alias("v"), fp.alias("fp")]
+    fp = F.col(FP_COLUMN) if ready else comp.values(df, "stripe")[1]
+    rec = [F.col("id"), F.col("active"), F.col(e.stripe_time).alias("ts"), fp.alias("fp")]
+    tol = _tolerant_values(comp, df, "stripe")
+    if tol is not None:
+        rec.append(tol.alias("t"))
     if product_keys is not None:
         rec.append(F.col("_product_key").alias("product_key"))
     order = F.struct((~F.col("active")).alias("a"), F.col("created").alias("c"), F.col("id").alias("i"))
@@ -250,6 +279,26 @@ def _stripe_side(df: DataFrame, comp: _Compiler, key: Column, product_keys: Data
     )
 
 
+def _field_rows(comp: _Compiler, pairs: DataFrame, internal: DataFrame, stripe: DataFrame, broadcast: bool) -> DataFrame:
+    """Phase 2: field_mismatch rows of the pairs whose fingerprints differ.
+
+    ``pairs`` (``_c_key``, ``_c_sid``, ``_c_ti``, ``_c_ts``) is small; each side is joined to it on its
+    own key (the pairs broadcast when ``broadcast``), so only the rows of those pairs are normalised
+    again, and the two small results are joined on the Stripe id.
+    """
+    e = comp.entity
+    hint = F.broadcast if broadcast else (lambda d: d)
+    i = internal.withColumns({"active": _effective_active(e, "internal", F.col("active"))})
+    i = i.join(hint(pairs), F.col(e.internal_key) == F.col("_c_key"))
+    i = i.select("_c_key", "_c_sid", "_c_ti", "_c_ts", comp.values(i, "internal")[0].alias("_vi"))
+    s = stripe.withColumns({"active": _effective_active(e, "stripe", F.col("active"))})
+    s = s.join(hint(pairs.select(F.col("_c_sid").alias("_s_sid"))), F.col("id") == F.col("_s_sid"))
+    s = s.select("_s_sid", comp.values(s, "stripe")[0].alias("_vs"))
+    j = i.join(s, F.col("_c_sid") == F.col("_s_sid"))
+    rows = comp.field_rows(F.col("_c_key"), F.col("_c_sid"), F.col("_vi"), F.col("_vs"), F.col("_c_ti"), F.col("_c_ts"))
+    return j.select(F.lit(e.name).alias("entity"), F.inline(rows))
+
+
 def compare(
     spark: SparkSession,
     cfg: Config,
@@ -258,45 +307,65 @@ def compare(
     stripe: DataFrame,
     stripe_products: DataFrame | None = None,
     icu: bool | None = None,
+    ready: frozenset[str] = frozenset(),
+    cache: list[DataFrame] | None = None,
 ) -> DataFrame:
-    """The discrepancy rows (without run_id/detected_at) of one entity. Pure: frames in, frame out.
+    """The discrepancy rows (without run_id/detected_at) of one entity. Frames in, frame out.
 
     ``stripe_products`` (silver.stripe_products) is needed for prices: it maps a Stripe price's
-    ``product`` id to the product's key for price_product_mismatch.
+    ``product`` id to the product's key for price_product_mismatch. ``ready`` names the frames whose
+    stored fingerprint (and, on the Stripe side, mapped key) is valid for this config: "internal",
+    "stripe", "stripe_products" (see :func:`fingerprint_ready`); the others are fingerprinted here.
+    With ``cache`` (a list the caller unpersists after the rows are written) the candidate pairs of
+    phase 1 are kept and counted once, so phase 2 can broadcast them; without it the frame is pure
+    (nothing persisted) and phase 1 runs once per consumer.
     """
     comp = _Compiler(cfg, entity, N.icu_available(spark) if icu is None else icu)
-    i = _internal_side(internal, comp).alias("i")
+    i = _internal_narrow(internal, comp, "internal" in ready).alias("i")
     product_keys = None
     if entity.name == "price":
         if stripe_products is None:
             raise ValueError("compare(price) needs stripe_products to map price.product to a product key")
-        product_keys = stripe_products.select(F.col("id").alias("_pid"), stripe_product_key(cfg).alias("_product_key"))
+        pkey = F.col(KEY_COLUMN) if "stripe_products" in ready else stripe_product_key(cfg)
+        product_keys = stripe_products.select(F.col("id").alias("_pid"), pkey.alias("_product_key"))
         if cfg.detect.broadcast_max_rows and stripe_products.count() <= cfg.detect.broadcast_max_rows:
             product_keys = F.broadcast(product_keys)
-    skey = stripe_product_key(cfg) if entity.name == "product" else stripe_price_key(cfg)
-    s = _stripe_side(stripe, comp, skey, product_keys).alias("s")
+    if "stripe" in ready:
+        skey = F.col(KEY_COLUMN)
+    else:
+        skey = stripe_product_key(cfg) if entity.name == "product" else stripe_price_key(cfg)
+    s = _stripe_narrow(stripe, comp, skey, product_keys, "stripe" in ready).alias("s")
     j = i.join(s, F.col("i.key") == F.col("s.key"), "full_outer")
 
-    ip, sp = F.col("i.key").isNotNull(), F.col("s.p").isNotNull()
-    ia, sa = F.col("i.active"), F.col("s.p.active")
-    both = ip & sp
-    live = both & (ia | sa)  # both present and not both inactive
-    n_active = F.size(F.col("s.active_ids"))
+    def conditions() -> dict[str, Column]:
+        ip, sp = F.col("i.key").isNotNull(), F.col("s.p").isNotNull()
+        ia, sa = F.col("i.active"), F.col("s.p.active")
+        both = ip & sp
+        live = both & (ia | sa)  # both present and not both inactive
+        fields_differ = (F.col("i.fp") != F.col("s.p.fp")) | comp.tolerant_differ(F.col("i.t"), F.col("s.p.t"))
+        if entity.name == "price":
+            product_differs = ~F.col("i.product_key").eqNullSafe(F.col("s.p.product_key"))
+        else:
+            product_differs = F.lit(False)
+        return {"ip": ip, "sp": sp, "ia": ia, "both": both, "live": live, "fields": live & fields_differ,
+                "product": live & product_differs, "n_active": F.size(F.col("s.active_ids"))}
+
+    c = conditions()
+    candidate = (c["ip"] & ~c["sp"] & c["ia"]) | (~c["ip"] & (c["n_active"] > 0)) | (c["both"] & (c["n_active"] >= 2)) | c["fields"] | c["product"]
+    # The candidate rows keep the i/s shape (as structs) so that the conditions read the same on them.
+    cand = j.where(candidate).select(
+        F.struct(F.col("i.*")).alias("i"),
+        F.struct(F.col("s.key").alias("key"), F.col("s.p").alias("p"), F.col("s.active_ids").alias("active_ids")).alias("s"),
+    )
+    broadcast = False
+    if cache is not None:
+        cand = cand.persist(StorageLevel.MEMORY_AND_DISK)
+        cache.append(cand)
+        pairs_n = cand.where(conditions()["fields"]).count()  # phase 1 runs here, once; the rest reads the cache
+        broadcast = 0 < pairs_n <= cfg.detect.broadcast_max_rows
+    c = conditions()
     key = F.coalesce(F.col("i.key"), F.col("s.key"))
     sid = F.col("s.p.id")
-    vi, vs, ti, ts = F.col("i.v"), F.col("s.p.v"), F.col("i.ts"), F.col("s.p.ts")
-    fields_differ = (F.col("i.fp") != F.col("s.p.fp")) | comp.tolerant_differ(vi, vs)
-    if entity.name == "price":
-        product_differs = ~F.col("i.product_key").eqNullSafe(F.col("s.p.product_key"))
-    else:
-        product_differs = F.lit(False)
-
-    candidate = (
-        (ip & ~sp & ia)
-        | (~ip & (n_active > 0))
-        | (both & (n_active >= 2))
-        | (live & (fields_differ | product_differs))
-    )
 
     def one(kind: str, k: Column, stripe_id: Column, attribute: str | None, iv: Column, sv: Column, owner: str | None, action: str) -> Column:
         return F.array(
@@ -312,9 +381,9 @@ def compare(
     mii_action = "archive" if cfg.detect.missing_in_internal_action == "archive" else "review"
     others = F.array_join(F.filter(F.col("s.active_ids"), lambda x: x != sid), ",")
     parts = [
-        F.when(ip & ~sp & ia, one("missing_in_stripe", key, null, None, null, null, "internal", "create")).otherwise(empty),
+        F.when(c["ip"] & ~c["sp"] & c["ia"], one("missing_in_stripe", key, null, None, null, null, "internal", "create")).otherwise(empty),
         F.when(
-            ~ip,
+            ~c["ip"],
             F.transform(
                 F.col("s.active_ids"),
                 lambda x: F.struct(
@@ -324,26 +393,92 @@ def compare(
                 ),
             ).cast(ROW_TYPE),
         ).otherwise(empty),
-        F.when(both & (n_active >= 2), one("duplicate_in_stripe", key, others, None, null, null, None, "review")).otherwise(empty),
+        F.when(c["both"] & (c["n_active"] >= 2), one("duplicate_in_stripe", key, others, None, null, null, None, "review")).otherwise(empty),
         F.when(
-            live & product_differs,
+            c["product"],
             one("price_product_mismatch", key, sid, "product", F.col("i.product_key") if entity.name == "price" else null,
                 F.col("s.p.product_key") if entity.name == "price" else null, "internal", "replace"),
         ).otherwise(empty),
-        F.when(live & fields_differ, comp.field_rows(key, sid, vi, vs, ti, ts)).otherwise(empty),
     ]
-    rows = F.concat(*parts)
-    return j.where(candidate).select(F.lit(entity.name).alias("entity"), F.inline(rows))
+    narrow_rows = cand.select(F.lit(entity.name).alias("entity"), F.inline(F.concat(*parts)))
+    pairs = cand.where(c["fields"]).select(
+        F.col("i.key").alias("_c_key"), sid.alias("_c_sid"), F.col("i.ts").alias("_c_ti"), F.col("s.p.ts").alias("_c_ts"),
+    )
+    return narrow_rows.unionByName(_field_rows(comp, pairs, internal, stripe, broadcast))
+
+
+_SIDES = {
+    tables.SILVER_INTERNAL_PRODUCTS: (PRODUCT, "internal"),
+    tables.SILVER_STRIPE_PRODUCTS: (PRODUCT, "stripe"),
+    tables.SILVER_INTERNAL_PRICES: (PRICE, "internal"),
+    tables.SILVER_STRIPE_PRICES: (PRICE, "stripe"),
+}
+
+
+def fingerprint_spec(cfg: Config, table: str, icu: bool) -> str:
+    """Id of everything a stored fingerprint of ``table`` depends on: the compared attributes of its
+    entity, metadata ownership, the key mapping, ICU and FP_VERSION. Another config -> another id."""
+    entity, side = _SIDES[table]
+    attrs = cfg.attributes.product if entity.name == "product" else cfg.attributes.price
+    doc = {
+        "version": FP_VERSION, "table": table, "icu": icu,
+        "attributes": {n: a.model_dump() for n, a in sorted(attrs.items())},
+        "metadata": cfg.metadata.model_dump(),
+        "key": (cfg.mapping.product_key if entity.name == "product" else cfg.mapping.price_key) if side == "stripe" else None,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def silver_with_fingerprint(spark: SparkSession, cfg: Config, table: str, silver: DataFrame) -> tuple[DataFrame, dict]:
+    """Silver rows plus ``_fp`` (and ``_key`` on the Stripe side) and the commit metadata that vouches
+    for them. Land computes them while it writes silver anyway, so detect can join narrow rows.
+
+    The values are exactly what :func:`compare` computes (same compiler, same effective ``active``);
+    the stored ``active`` column stays as it arrived.
+    """
+    if table not in _SIDES:
+        return silver, {}
+    entity, side = _SIDES[table]
+    icu = N.icu_available(spark)
+    comp = _Compiler(cfg, entity, icu)
+    prepared = silver.withColumnRenamed("active", "_active_stored")
+    prepared = prepared.withColumn("active", _effective_active(entity, side, F.col("_active_stored")))
+    _, fp = comp.values(prepared, side)
+    extra = [fp.alias(FP_COLUMN)]
+    if side == "stripe":
+        extra.append((stripe_product_key(cfg) if entity.name == "product" else stripe_price_key(cfg)).alias(KEY_COLUMN))
+    out = prepared.select(*[F.col("_active_stored").alias(c) if c == "active" else F.col(f"`{c}`") for c in silver.columns], *extra)
+    return out, {"fingerprint": fingerprint_spec(cfg, table, icu)}
+
+
+def fingerprint_ready(spark: SparkSession, cfg: Config, table: str, df: DataFrame) -> bool:
+    """True when ``df`` (just read from ``table``) carries fingerprints made under this config: the
+    table's latest commit must say so (a write by anything else, or a config change, -> recompute)."""
+    if FP_COLUMN not in df.columns or table not in _SIDES:
+        return False
+    if _SIDES[table][1] == "stripe" and KEY_COLUMN not in df.columns:
+        return False
+    meta = tables.commit_metadata(spark, cfg, table)
+    return meta.get("fingerprint") == fingerprint_spec(cfg, table, N.icu_available(spark))
 
 
 def discrepancies(spark: SparkSession, cfg: Config, frames: dict[str, DataFrame], run_id: str,
-                  detected_at: dt.datetime | None = None) -> DataFrame:
-    """Both entities' rows in DISCREPANCIES_SCHEMA order; ``frames`` keyed by silver table name."""
+                  detected_at: dt.datetime | None = None, ready: frozenset[str] = frozenset(),
+                  cache: list[DataFrame] | None = None) -> DataFrame:
+    """Both entities' rows in DISCREPANCIES_SCHEMA order; ``frames`` keyed by silver table name,
+    ``ready`` the names of those whose stored fingerprints are valid (:func:`fingerprint_ready`)."""
     icu = N.icu_available(spark)
-    products = compare(spark, cfg, PRODUCT, frames[tables.SILVER_INTERNAL_PRODUCTS], frames[tables.SILVER_STRIPE_PRODUCTS], icu=icu)
+
+    def sides(internal: str, stripe: str) -> frozenset[str]:
+        return frozenset(n for n, t in (("internal", internal), ("stripe", stripe),
+                                        ("stripe_products", tables.SILVER_STRIPE_PRODUCTS)) if t in ready)
+
+    products = compare(spark, cfg, PRODUCT, frames[tables.SILVER_INTERNAL_PRODUCTS], frames[tables.SILVER_STRIPE_PRODUCTS],
+                       icu=icu, ready=sides(tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS), cache=cache)
     prices = compare(
         spark, cfg, PRICE, frames[tables.SILVER_INTERNAL_PRICES], frames[tables.SILVER_STRIPE_PRICES],
         stripe_products=frames[tables.SILVER_STRIPE_PRODUCTS], icu=icu,
+        ready=sides(tables.SILVER_INTERNAL_PRICES, tables.SILVER_STRIPE_PRICES), cache=cache,
     )
     at = detected_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     both = products.unionByName(prices)
@@ -370,9 +505,18 @@ def detect(run) -> dict[str, int]:
         for name in SILVER_INPUTS:
             run.read_version(st, name)
             frames[name] = tables.read(spark, cfg, name, hint="run `recon land internal` and `recon land stripe` first")
-        out = discrepancies(spark, cfg, frames, run.run_id)
-        cond = "run_id = '" + run.run_id.replace("'", "''") + "'"
-        tables.replace_where(spark, cfg, tables.GOLD_DISCREPANCIES, out, cond)
+        ready = frozenset(n for n, df in frames.items() if fingerprint_ready(spark, cfg, n, df))
+        if len(ready) < len(frames):
+            stale = ", ".join(sorted(set(frames) - ready))
+            st.message = f"fingerprints computed here for {stale} (land again to store them under this config)"
+        cache: list[DataFrame] = []
+        try:
+            out = discrepancies(spark, cfg, frames, run.run_id, ready=ready, cache=cache)
+            cond = "run_id = '" + run.run_id.replace("'", "''") + "'"
+            tables.replace_where(spark, cfg, tables.GOLD_DISCREPANCIES, out, cond)
+        finally:
+            for df in cache:
+                df.unpersist()
         written = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(cond)
         counts: dict[str, int] = {"discrepancies": 0, **{k: 0 for k in KINDS}}
         for r in written.groupBy("entity", "kind").count().collect():  # aggregate: at most 10 count rows

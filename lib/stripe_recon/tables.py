@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+import json
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -258,13 +260,27 @@ def append(spark: SparkSession, cfg: Config, name: str, df: DataFrame, txn: tupl
     writer.save(table_path(cfg, name))
 
 
-def overwrite(spark: SparkSession, cfg: Config, name: str, df: DataFrame) -> None:
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("overwriteSchema", "true")
-        .save(table_path(cfg, name))
-    )
+def commit_metadata(spark: SparkSession, cfg: Config, name: str) -> dict:
+    """The JSON object a stripe-recon writer attached to the table's latest commit (``userMetadata``);
+    empty when the table is missing or the latest commit carries none (e.g. written by another tool)."""
+    from delta.tables import DeltaTable
+
+    if not exists(spark, cfg, name):
+        return {}
+    row = DeltaTable.forPath(spark, table_path(cfg, name)).history(1).select("userMetadata").first()
+    try:
+        value = json.loads(row[0]) if row and row[0] else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def overwrite(spark: SparkSession, cfg: Config, name: str, df: DataFrame, metadata: dict | None = None) -> None:
+    """Replace the table; ``metadata`` (a JSON object) is recorded with the commit, see :func:`commit_metadata`."""
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    if metadata:
+        writer = writer.option("userMetadata", json.dumps(metadata, sort_keys=True))
+    writer.save(table_path(cfg, name))
 
 
 def replace_where(spark: SparkSession, cfg: Config, name: str, df: DataFrame, condition: str) -> None:

@@ -223,7 +223,9 @@ def _validate_table(
         _collect(res, gx.validate(gx_part, valid, params, row_results), skip_rules=True)
         t2 = time.monotonic()
         if not res.held and res.quarantined and replace_silver:
-            tables.overwrite(run.spark, cfg, table, valid)
+            # Only rows are removed: whatever the landing commit vouched for (detect's stored
+            # fingerprints) still holds for the rows kept, so its metadata goes with the rewrite.
+            tables.overwrite(run.spark, cfg, table, valid, tables.commit_metadata(run.spark, cfg, table))
         res.seconds = {"rules": t1 - t0, "gx": t2 - t1, "write": time.monotonic() - t2}
     finally:
         if cached is not None:

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 from stripe_recon import tables
+from stripe_recon.detect import silver_with_fingerprint
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
 LINEAGE = (None, None, None, None)
@@ -39,12 +40,16 @@ def sprice(id, lookup_key, product, currency="usd", unit_amount=1999, interval=N
             False, created, is_deleted, "{}", *LINEAGE)
 
 
-def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s=()):
-    """Write the four silver tables with tables.overwrite (empty when not given)."""
+def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s=(), fingerprints=False):
+    """Write the four silver tables with tables.overwrite (empty when not given); with
+    ``fingerprints`` they also get detect's stored fingerprints, as land writes them."""
     for name, schema, rows in [
         (tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRODUCTS_SCHEMA, products_i),
         (tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS_SCHEMA, products_s),
         (tables.SILVER_INTERNAL_PRICES, tables.SILVER_INTERNAL_PRICES_SCHEMA, prices_i),
         (tables.SILVER_STRIPE_PRICES, tables.SILVER_STRIPE_PRICES_SCHEMA, prices_s),
     ]:
-        tables.overwrite(spark, cfg, name, spark.createDataFrame(list(rows), schema))
+        df, metadata = spark.createDataFrame(list(rows), schema), None
+        if fingerprints:
+            df, metadata = silver_with_fingerprint(spark, cfg, name, df)
+        tables.overwrite(spark, cfg, name, df, metadata)

@@ -5,15 +5,27 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from pyspark.sql import functions as F
 
 from stripe_recon import tables
-from stripe_recon.detect import detect
+from stripe_recon.detect import detect, fingerprint_ready
 from stripe_recon.ledger import Run
 
 from .silver_rows import T0, iprice, iprod, sprice, sprod, write_silver
 
 COLS = ["entity", "key", "stripe_id", "kind", "attribute", "internal_value", "stripe_value", "owner", "action"]
 H = dt.timedelta(hours=1)
+
+
+# Every test that writes silver runs twice: fingerprints computed by detect (silver written by another
+# tool) and fingerprints stored at landing (silver written by land). Both must give the same rows.
+STORED = pytest.mark.parametrize("stored", [False, True], ids=["computed", "stored"])
+
+
+def _fingerprint_source(spark, cfg, run_id):
+    """'computed' or 'stored', read from the detect stage's ledger message."""
+    row = tables.read(spark, cfg, tables.GOLD_RUNS).where(f"run_id = '{run_id}' AND stage = 'detect'").first()
+    return "computed" if row["message"] and "fingerprints computed" in row["message"] else "stored"
 
 
 def _rows(spark, cfg, run_id):
@@ -104,9 +116,11 @@ EXPECTED = sorted(
 )
 
 
-def test_every_kind_and_trap(spark, cfg, run):
-    write_silver(spark, cfg, *_catalog())
+@STORED
+def test_every_kind_and_trap(spark, cfg, run, stored):
+    write_silver(spark, cfg, *_catalog(), fingerprints=stored)
     counts = detect(run)
+    assert _fingerprint_source(spark, cfg, run.run_id) == ("stored" if stored else "computed")
     assert _rows(spark, cfg, run.run_id) == EXPECTED
     assert counts["discrepancies"] == len(EXPECTED)
     assert counts["field_mismatch"] == 10
@@ -136,7 +150,8 @@ def test_other_run_rows_kept(spark, cfg):
     assert _rows(spark, cfg, "run-b") == _rows(spark, cfg, "run-a")
 
 
-def test_latest_wins_and_metadata_owners(spark, make_cfg):
+@STORED
+def test_latest_wins_and_metadata_owners(spark, make_cfg, stored):
     cfg = make_cfg(
         "attributes.product.name.owner=bidirectional",
         "attributes.product.name.resolve=latest_wins",
@@ -161,6 +176,7 @@ def test_latest_wins_and_metadata_owners(spark, make_cfg):
         [iprice("Q1", "A", nickname="n1", updated_at=T0 + H), iprice("Q2", "A", nickname="n1", updated_at=T0)],
         [sprice("price_q1", "Q1", "prod_a", nickname="n2", created=T0),
          sprice("price_q2", "Q2", "prod_a", nickname="n2", created=T0)],
+        fingerprints=stored,
     )
     run = Run.new(spark, cfg)
     detect(run)
@@ -179,7 +195,8 @@ def test_latest_wins_and_metadata_owners(spark, make_cfg):
     )
 
 
-def test_id_mapping_ignore_owner_and_metadata_path(spark, make_cfg):
+@STORED
+def test_id_mapping_ignore_owner_and_metadata_path(spark, make_cfg, stored):
     cfg = make_cfg(
         "mapping.product_key=id",
         "mapping.price_key=id",
@@ -193,6 +210,7 @@ def test_id_mapping_ignore_owner_and_metadata_path(spark, make_cfg):
          sprod("prod_2", None, metadata={"colour": "blue"})],
         [iprice("price_1", "prod_1")],
         [sprice("price_1", None, "prod_2")],
+        fingerprints=stored,
     )
     run = Run.new(spark, cfg)
     detect(run)
@@ -217,3 +235,37 @@ def test_missing_in_internal_archive_action_and_missing_table(spark, make_cfg):
     write_silver(spark, cfg, [], [sprod("prod_1", "K")], [], [])
     detect(run)
     assert _rows(spark, cfg, run.run_id) == [("product", "K", "prod_1", "missing_in_internal", None, None, None, None, "archive")]
+
+
+@STORED
+def test_numeric_tolerance_is_compared_outside_the_fingerprint(spark, make_cfg, stored):
+    cfg = make_cfg("attributes.price.amount.compare=numeric", "attributes.price.amount.tolerance=100")
+    write_silver(
+        spark, cfg, [iprod("P1")], [sprod("prod_1", "P1")],
+        [iprice("Q1", "P1", unit_amount=1000), iprice("Q2", "P1", unit_amount=1000)],
+        [sprice("price_1", "Q1", "prod_1", unit_amount=1100), sprice("price_2", "Q2", "prod_1", unit_amount=1101)],
+        fingerprints=stored,
+    )
+    run = Run.new(spark, cfg)
+    detect(run)
+    assert _rows(spark, cfg, run.run_id) == [
+        ("price", "Q2", "price_2", "field_mismatch", "amount", "1000", "1101", "internal", "replace"),
+    ]
+
+
+def test_stored_fingerprints_are_trusted_only_under_the_same_config(spark, make_cfg):
+    cfg = make_cfg()
+    write_silver(spark, cfg, [iprod("P1")], [sprod("prod_1", "P1")], [], [], fingerprints=True)
+    read = {n: tables.read(spark, cfg, n) for n in (tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS)}
+    assert all(fingerprint_ready(spark, cfg, n, df) for n, df in read.items())
+    # another normaliser, another key mapping: the stored values mean something else
+    other = make_cfg("attributes.product.name.normalise=[]")
+    assert not fingerprint_ready(spark, other, tables.SILVER_INTERNAL_PRODUCTS, read[tables.SILVER_INTERNAL_PRODUCTS])
+    ids = make_cfg("mapping.product_key=id")
+    assert fingerprint_ready(spark, ids, tables.SILVER_INTERNAL_PRODUCTS, read[tables.SILVER_INTERNAL_PRODUCTS])
+    assert not fingerprint_ready(spark, ids, tables.SILVER_STRIPE_PRODUCTS, read[tables.SILVER_STRIPE_PRODUCTS])
+    # a later write by anything else (here: a plain Delta append of a changed row) is not vouched for
+    changed = read[tables.SILVER_INTERNAL_PRODUCTS].withColumn("name", F.lit("changed"))
+    changed.write.format("delta").mode("append").save(tables.table_path(cfg, tables.SILVER_INTERNAL_PRODUCTS))
+    df = tables.read(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS)
+    assert not fingerprint_ready(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, df)

@@ -5,7 +5,8 @@ The flow of one entity (products or prices of one side)::
     input --to bronze--> bronze.<side>_<entity>   (replaceWhere _run_id = this run: re-landing the
                                                    same run never duplicates bronze rows)
     bronze rows of this run --canonical.*--> flagged (silver columns + _reasons)
-        valid   -> silver.<side>_<entity>          (overwritten: silver is the latest snapshot)
+        valid   -> silver.<side>_<entity>          (overwritten: silver is the latest snapshot; with detect's
+                                                   fingerprint _fp and mapped key _key, see detect.py)
         invalid -> gold.quarantine                 (replaceWhere run_id/stage/source: idempotent too)
 
 Counts come from one aggregation over the flagged frame, so ``rows_in = landed + quarantined``.
@@ -28,6 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .. import canonical, quarantine, tables
+from ..detect import silver_with_fingerprint
 from ..errors import InputError
 from ..ledger import Run
 
@@ -161,7 +163,8 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, source: str) -> Data
     valid, rejected = quarantine.split(flagged)
     if spec.dedup is not None:
         valid = spec.dedup(valid)
-    tables.overwrite(run.spark, run.cfg, spec.silver, valid.select(*canonical.silver_columns(spec.schema)))
+    silver, metadata = silver_with_fingerprint(run.spark, run.cfg, spec.silver, valid.select(*canonical.silver_columns(spec.schema)))
+    tables.overwrite(run.spark, run.cfg, spec.silver, silver, metadata)
     return quarantine.to_quarantine_rows(
         run.run_id, rejected, stage="land", source=source, entity=spec.entity, key_col=spec.key,
         record_col=canonical.RECORD, source_file_col="_source_file",
