@@ -39,8 +39,16 @@ LINEAGE = ["'bench' AS _run_id", "'bench' AS _source", "'generated' AS _source_f
            "TIMESTAMP'2026-01-01 00:00:00' AS _ingested_at"]
 
 
-def build(spark, cfg, n: int, bad_ratio: float, only: str | None = None) -> None:
-    """Write the four silver tables (or only the one named ``only``)."""
+KEYS = {tables.SILVER_INTERNAL_PRODUCTS: "product_id", tables.SILVER_INTERNAL_PRICES: "price_id",
+        tables.SILVER_STRIPE_PRODUCTS: "id", tables.SILVER_STRIPE_PRICES: "id"}
+
+
+def build(spark, cfg, n: int, bad_ratio: float, only: str | None = None, foreign: bool = False) -> None:
+    """Write the four silver tables (or only the one named ``only``) as land writes them: with detect's
+    stored fingerprints and the commit metadata naming them and the unique key. ``foreign``: as any
+    other tool would (plain overwrite, no metadata), so detect and the gate check everything."""
+    from stripe_recon.detect import silver_with_fingerprint
+
     r = spark.range(n)
     bad_every = max(1, int(1 / bad_ratio)) if bad_ratio > 0 else 0
     ts = "TIMESTAMP'2026-01-01 00:00:00'"
@@ -83,7 +91,11 @@ def build(spark, cfg, n: int, bad_ratio: float, only: str | None = None) -> None
         if only and name != only:
             continue
         cols = [f"CAST(`{f.name}` AS {f.dataType.simpleString()}) AS `{f.name}`" for f in schema.fields]
-        tables.overwrite(spark, cfg, name, df.selectExpr(*cols).repartition(4))
+        silver, metadata = df.selectExpr(*cols).repartition(4), None
+        if not foreign:
+            silver, metadata = silver_with_fingerprint(spark, cfg, name, silver)
+            metadata = {**metadata, "unique": [KEYS[name]]}
+        tables.overwrite(spark, cfg, name, silver, metadata)
 
 
 def key_join(spark, cfg) -> float:
@@ -111,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=None, help="storage root (default: a temp folder, removed afterwards)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "validate.json"))
     ap.add_argument("--no-docs", action="store_true", help="skip Data Docs")
+    ap.add_argument("--foreign", action="store_true",
+                    help="write silver as another tool would (no stored fingerprints, no vouched key)")
     args = ap.parse_args(argv)
 
     root = args.root or tempfile.mkdtemp(prefix="recon-validate-bench-")
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(cfg)
     spark.sparkContext.setLogLevel("ERROR")
     try:
-        t_build, _ = timed(lambda: build(spark, cfg, args.products, args.bad_ratio))
+        t_build, _ = timed(lambda: build(spark, cfg, args.products, args.bad_ratio, foreign=args.foreign))
         from stripe_recon.detect import detect
         from stripe_recon.validate import validate_inputs
 
@@ -130,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         t_validate_cold, _ = timed(lambda: validate_inputs(Run.new(spark, cfg)))
         # The cold validate removed the bad prices from silver: put them back so the timed run
         # quarantines them too.
-        build(spark, cfg, args.products, args.bad_ratio, only=tables.SILVER_INTERNAL_PRICES)
+        build(spark, cfg, args.products, args.bad_ratio, only=tables.SILVER_INTERNAL_PRICES, foreign=args.foreign)
 
         t_join = key_join(spark, cfg)
         t_detect1, _ = timed(lambda: detect(Run.new(spark, cfg)))
@@ -139,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         t_detect = statistics.mean([t_detect1, t_detect2])
         result = {
             "what": "validate_inputs (row rules + quarantine + GX + Data Docs) vs detect on the same silver tables",
+            "command": " ".join([".venv/bin/python", "bench/validate_bench.py", *(argv if argv is not None else sys.argv[1:])]),
+            "silver_written_as": "foreign (no metadata)" if args.foreign else "land (stored fingerprints, vouched key)",
             "rows": {"internal": 2 * args.products, "stripe": 2 * args.products},
             "quarantined": summary["quarantined"],
             "seconds": {

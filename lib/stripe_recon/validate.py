@@ -166,6 +166,8 @@ def _validate_table(
 ) -> TableResult:
     cfg = run.cfg
     suite = gx_suites.load_suite(suite_name, cfg)
+    if replace_silver:
+        suite = _vouch_unique(suite, tables.commit_metadata(run.spark, cfg, table), table)
     meta = suite["meta"]
     params = {**gx_suites.parameters(cfg), **extra_params}
     res = TableResult(suite_name, table)
@@ -233,6 +235,28 @@ def _validate_table(
     return res
 
 
+def _vouch_unique(suite: dict[str, Any], commit: dict[str, Any], table: str) -> dict[str, Any]:
+    """Mark the uniqueness rules whose column the table's latest commit guarantees unique.
+
+    Land writes silver with ``{"unique": [<key>]}`` in the commit metadata: every row of a key that
+    arrived more than once was quarantined (internal) or de-duplicated to its latest version (Stripe)
+    in the very job that wrote the table, so the key is unique by construction. Checking it again
+    would cost a shuffle of the whole table (the largest part of this gate). A later write by any
+    other tool carries no such metadata, and then the rule is evaluated on the rows as usual; the
+    gate's own rewrite only removes rows and carries the metadata over."""
+    vouched = set(commit.get("unique") or [])
+    if not vouched:
+        return suite
+    note = f"guaranteed by the writer of {table} (commit metadata 'unique'): not re-checked"
+    exps = [
+        {**e, "meta": {**e["meta"], "vouched_by": note}}
+        if e["type"] == "expect_column_values_to_be_unique" and e["meta"].get("rule") and e["kwargs"].get("column") in vouched
+        else e
+        for e in suite["expectations"]
+    ]
+    return {**suite, "expectations": exps}
+
+
 def _whole_key_column(suite: dict[str, Any]) -> str | None:
     """The column that is both not-null and unique under ``error`` row rules, if the suite has one."""
     def columns(etype: str) -> set[str]:
@@ -252,7 +276,8 @@ def _rule_counts(df: DataFrame, suite: dict[str, Any], rules: list, error_rules:
     rules, if a suite has any, are evaluated with marker columns (:func:`_duplicate_markers`).
     Equivalent to counting :func:`quarantine.flag`'s ``_reasons`` row by row."""
     unique = [e for e in suite["expectations"]
-              if e["type"] == "expect_column_values_to_be_unique" and e["meta"].get("rule") and e["meta"]["severity"] == "error"]
+              if e["type"] == "expect_column_values_to_be_unique" and e["meta"].get("rule") and e["meta"]["severity"] == "error"
+              and not e["meta"].get("vouched_by")]
     first = unique[0] if unique else None
     group_col = first["kwargs"]["column"] if first else None
     other = {**suite, "expectations": [e for e in suite["expectations"] if e is not first]}
@@ -301,7 +326,7 @@ def _duplicate_markers(df: DataFrame, suite: dict[str, Any], rules: list) -> tup
     out, markers = df, []
     rules = list(rules)
     for exp in suite["expectations"]:
-        if exp["type"] != "expect_column_values_to_be_unique" or not exp["meta"].get("rule"):
+        if exp["type"] != "expect_column_values_to_be_unique" or not exp["meta"].get("rule") or exp["meta"].get("vouched_by"):
             continue
         col, marker = exp["kwargs"]["column"], f"_dup_{exp['kwargs']['column']}"
         repeated = (
@@ -549,7 +574,8 @@ class GxRunner:
                        "unexpected_percent_nonmissing": pct, "partial_unexpected_list": []})
             suite_result.results.append(ExpectationValidationResult(
                 success=broken == 0, expectation_config=config, result=detail,
-                meta={"evaluated_by": "Spark row rule (one projection)", "quarantined_rows": broken},
+                meta={"evaluated_by": exp["meta"].get("vouched_by") or "Spark row rule (one projection)",
+                      "quarantined_rows": broken},
             ))
         stats = calc_validation_statistics(suite_result.results)
         suite_result.success = stats.success

@@ -411,3 +411,36 @@ def test_grouped_rule_counts_equal_row_by_row_counts(spark, cfg):
     assert reasons["unknown_currency"] == 1
     assert reasons["missing_currency"] == 1
     assert reasons["invalid_interval"] == 1
+
+
+def test_uniqueness_vouched_by_the_landing_commit_until_another_writer_commits(spark, cfg):
+    """Land records ``{"unique": [key]}`` with the silver commit (repeated keys were quarantined in the
+    job that wrote it), so the gate does not shuffle the table to check the key again; a later write by
+    any other tool carries no such metadata and the rule is evaluated again."""
+    from stripe_recon import gx_suites
+    from stripe_recon.validate import _vouch_unique
+
+    seed(spark, cfg, products=[product("P1"), product("P2")])
+    landed = tables.read(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS)
+    tables.overwrite(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, landed, {"unique": ["product_id"]})
+    suite = _vouch_unique(gx_suites.load_suite("internal_products", cfg),
+                          tables.commit_metadata(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS), "silver.internal_products")
+    vouched = [e for e in suite["expectations"] if e["meta"].get("vouched_by")]
+    assert [(e["type"], e["kwargs"]["column"]) for e in vouched] == [("expect_column_values_to_be_unique", "product_id")]
+    assert [r.fails for r in gx_suites.row_rules(suite, gx_suites.parameters(cfg)) if r.name == "duplicate_key"] == ["false"]
+
+    run = Run.new(spark, cfg)
+    summary = validate_inputs(run)
+    assert summary["tables"]["internal_products"]["quarantined"] == 0
+    assert_balanced(summary)
+
+    # another writer appends a second P1 row: no metadata on that commit, the rule is checked again
+    landed.filter(F.col("product_id") == "P1").write.format("delta").mode("append").save(
+        tables.table_path(cfg, tables.SILVER_INTERNAL_PRODUCTS))
+    assert tables.commit_metadata(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS) == {}
+    run2 = Run.new(spark, cfg)
+    summary = validate_inputs(run2)
+    assert quarantined(spark, cfg, run2.run_id) == {("internal", "product", "P1"): ["duplicate_key"]}
+    assert summary["tables"]["internal_products"]["quarantined"] == 2
+    assert_balanced(summary)
+    assert keys(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, "product_id") == ["P2"]

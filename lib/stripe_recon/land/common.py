@@ -164,7 +164,9 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, source: str) -> Data
     if spec.dedup is not None:
         valid = spec.dedup(valid)
     silver, metadata = silver_with_fingerprint(run.spark, run.cfg, spec.silver, valid.select(*canonical.silver_columns(spec.schema)))
-    tables.overwrite(run.spark, run.cfg, spec.silver, silver, metadata)
+    # The key is unique by construction (repeated keys quarantined, or de-duplicated): say so with the
+    # commit, so the input gate need not shuffle the table to check it again (validate._vouch_unique).
+    tables.overwrite(run.spark, run.cfg, spec.silver, silver, {**metadata, "unique": [spec.key]})
     return quarantine.to_quarantine_rows(
         run.run_id, rejected, stage="land", source=source, entity=spec.entity, key_col=spec.key,
         record_col=canonical.RECORD, source_file_col="_source_file",
