@@ -47,6 +47,9 @@ MAP_SS = T.MapType(T.StringType(), T.StringType())
 # Decimal used for internal major-unit amounts: 3-decimal currencies and sub-minor inputs both fit.
 AMOUNT_TYPE = T.DecimalType(24, 6)
 
+# Silver tables written by land carry two more columns after these schemas: ``_fp`` (bigint, detect's
+# fingerprint of the compared attributes) and, on the Stripe tables, ``_key`` (the mapped key); see
+# detect.silver_with_fingerprint. Readers select the columns they need and may ignore them.
 SILVER_INTERNAL_PRODUCTS_SCHEMA = T.StructType(
     [
         T.StructField("product_id", T.StringType(), False),

@@ -183,7 +183,7 @@ def _validate_table(
     t0 = time.monotonic()
     rules = gx_suites.row_rules(suite, params)
     error_rules = list(dict.fromkeys(r.name for r in rules if r.severity == "error"))
-    res.rows_in, res.quarantined, res.reasons = _rule_counts(df, suite, rules, error_rules)
+    res.rows_in, res.quarantined, res.reasons, warned = _rule_counts(df, suite, rules, error_rules)
     res.valid = res.rows_in - res.quarantined
     valid = df
     cached = None
@@ -219,9 +219,11 @@ def _validate_table(
         t1 = time.monotonic()
         # GX evaluates the table-level expectations (and warn row rules) on the valid rows; error row
         # rules were evaluated above and are reported with their counts on the input.
-        spark_rules = [e for e in suite["expectations"] if e["meta"].get("rule") and e["meta"]["severity"] == "error"]
+        spark_rules = [e for e in suite["expectations"]
+                       if e["meta"].get("rule") and (e["meta"]["severity"] == "error" or _spark_warn_rule(e))]
         gx_part = {**suite, "expectations": [e for e in suite["expectations"] if e not in spark_rules]}
-        row_results = [(e, res.rows_in, res.reasons.get(e["meta"]["rule"], 0)) for e in spark_rules]
+        row_results = [(e, res.rows_in, res.reasons.get(e["meta"]["rule"], 0)) if e["meta"]["severity"] == "error"
+                       else (e, res.valid, warned.get(e["meta"]["rule"], 0)) for e in spark_rules]
         _collect(res, gx.validate(gx_part, valid, params, row_results), skip_rules=True)
         t2 = time.monotonic()
         if not res.held and res.quarantined and replace_silver:
@@ -267,14 +269,18 @@ def _whole_key_column(suite: dict[str, Any]) -> str | None:
     return sorted(both)[0] if both else None
 
 
-def _rule_counts(df: DataFrame, suite: dict[str, Any], rules: list, error_rules: list[str]) -> tuple[int, int, dict[str, int]]:
-    """(rows in, rows rejected, rows per error rule) in one scan and one narrow aggregation.
+def _rule_counts(df: DataFrame, suite: dict[str, Any], rules: list,
+                 error_rules: list[str]) -> tuple[int, int, dict[str, int], dict[str, int]]:
+    """(rows in, rows rejected, rows per error rule, valid rows per warn rule) in one scan and one
+    narrow aggregation.
 
     The rows are grouped by the column of the suite's first uniqueness rule (the key): a group of more
     than one row with a non-null key breaks that rule, and the other rules' flags are summed per group.
     Spark reads only the key and the columns the rules name; nothing is cached. Further uniqueness
     rules, if a suite has any, are evaluated with marker columns (:func:`_duplicate_markers`).
-    Equivalent to counting :func:`quarantine.flag`'s ``_reasons`` row by row."""
+    Equivalent to counting :func:`quarantine.flag`'s ``_reasons`` row by row. ``warn`` row rules
+    (except uniqueness, left to GX) are counted in the same pass over the rows that stay valid, which
+    is what GX would have reported on the valid frame, without GX's own jobs per expectation."""
     unique = [e for e in suite["expectations"]
               if e["type"] == "expect_column_values_to_be_unique" and e["meta"].get("rule") and e["meta"]["severity"] == "error"
               and not e["meta"].get("vouched_by")]
@@ -285,23 +291,27 @@ def _rule_counts(df: DataFrame, suite: dict[str, Any], rules: list, error_rules:
     marked, rules, markers = _duplicate_markers(df, other, rules)
     dup_rule = first["meta"]["rule"] if first else None
     by_name: dict[str, Column] = {}  # rule name -> "this row breaks it" (rules sharing a name are OR-ed)
+    warn_by_name: dict[str, Column] = {}
     for exp, r in zip(rule_exps, rules, strict=True):
         # The first uniqueness rule is counted from the group sizes below, not by its window form.
-        if r.severity != "error" or exp is first:
+        if exp is first or (r.severity != "error" and not _spark_warn_rule(exp)):
             continue
+        target = by_name if r.severity == "error" else warn_by_name
         broken = F.coalesce(F.expr(r.fails), F.lit(False))
-        by_name[r.name] = by_name[r.name] | broken if r.name in by_name else broken
-    names = list(by_name)
+        target[r.name] = target[r.name] | broken if r.name in target else broken
+    names, warn_names = list(by_name), list(warn_by_name)
     any_broken = F.lit(False)
     for c in by_name.values():
         any_broken = any_broken | c
-    per_row = [any_broken.cast("long").alias("_bad"), *[c.cast("long").alias(f"f{i}") for i, c in enumerate(by_name.values())]]
+    per_row = [any_broken.cast("long").alias("_bad"), *[c.cast("long").alias(f"f{i}") for i, c in enumerate(by_name.values())],
+               *[(c & ~any_broken).cast("long").alias(f"w{i}") for i, c in enumerate(warn_by_name.values())]]
+    sums = ["_bad", *(f"f{i}" for i in range(len(names))), *(f"w{i}" for i in range(len(warn_names)))]
     if group_col is None:
         rows = marked.select(F.lit(1).alias("_n"), *per_row)
         dup = F.lit(False)
     else:
         rows = marked.select(F.col(f"`{group_col}`").alias("_k"), *per_row).groupBy("_k").agg(
-            F.count(F.lit(1)).alias("_n"), *[F.sum(c).alias(c) for c in ["_bad", *(f"f{i}" for i in range(len(names)))]],
+            F.count(F.lit(1)).alias("_n"), *[F.sum(c).alias(c) for c in sums],
         )
         dup = F.col("_k").isNotNull() & (F.col("_n") > 1)
     per_rule = []
@@ -310,13 +320,22 @@ def _rule_counts(df: DataFrame, suite: dict[str, Any], rules: list, error_rules:
         if name == dup_rule:  # every row of a repeated key breaks it
             broken_rows = F.when(dup, F.col("_n")).otherwise(broken_rows)
         per_rule.append(F.coalesce(F.sum(broken_rows), F.lit(0)).alias(name))
+    per_warn = [F.coalesce(F.sum(F.when(dup, F.lit(0)).otherwise(F.col(f"w{i}"))), F.lit(0)).alias(f"w{i}")
+                for i in range(len(warn_names))]
     totals = rows.agg(
         F.coalesce(F.sum("_n"), F.lit(0)).alias("_rows_in"),
         F.coalesce(F.sum(F.when(dup, F.col("_n")).otherwise(F.col("_bad"))), F.lit(0)).alias("_quarantined"),
-        *per_rule,
+        *per_rule, *per_warn,
     ).first()  # one row of counts
     reasons = {name: int(totals[name]) for name in error_rules if totals[name]}
-    return int(totals["_rows_in"]), int(totals["_quarantined"]), reasons
+    warned = {name: int(totals[f"w{i}"]) for i, name in enumerate(warn_names)}
+    return int(totals["_rows_in"]), int(totals["_quarantined"]), reasons, warned
+
+
+def _spark_warn_rule(exp: dict[str, Any]) -> bool:
+    """A warn row rule counted in the rule pass (uniqueness needs its own aggregation: GX does it)."""
+    return (bool(exp["meta"].get("rule")) and exp["meta"].get("severity") == "warn"
+            and exp["type"] != "expect_column_values_to_be_unique")
 
 
 def _duplicate_markers(df: DataFrame, suite: dict[str, Any], rules: list) -> tuple[DataFrame, list, list[str]]:
@@ -344,10 +363,12 @@ def _collect(res: TableResult, result, skip_rules: bool = False) -> None:
     """Fold a GX suite validation result into ``res`` (failures by severity; errors hold).
 
     With ``skip_rules`` the error row rules' entries (already counted as quarantined rows) are not
-    failures of the gate: the suite's ``row_failures`` policy decides about them."""
+    failures of the gate: the suite's ``row_failures`` policy decides about them. Warn row rules
+    counted by Spark are reported like any warn failure."""
     res.evaluated += len(result.results)
     for r in result.results:
-        if r.success or (skip_rules and (r.meta or {}).get("evaluated_by")):
+        spark_error_rule = (r.meta or {}).get("evaluated_by") and (r.expectation_config.meta or {}).get("severity") == "error"
+        if r.success or (skip_rules and spark_error_rule):
             continue
         cfg = r.expectation_config
         meta = cfg.meta or {}
@@ -575,7 +596,7 @@ class GxRunner:
             suite_result.results.append(ExpectationValidationResult(
                 success=broken == 0, expectation_config=config, result=detail,
                 meta={"evaluated_by": exp["meta"].get("vouched_by") or "Spark row rule (one projection)",
-                      "quarantined_rows": broken},
+                      ("quarantined_rows" if exp["meta"].get("severity") == "error" else "valid_rows_breaking_it"): broken},
             ))
         stats = calc_validation_statistics(suite_result.results)
         suite_result.success = stats.success

@@ -38,6 +38,9 @@ def land(spark, make_cfg, *overrides: str, run_id: str | None = None) -> tuple[R
 
 def silver(run: Run, name: str, drop_lineage: bool = True) -> list[Row]:
     df = tables.read(run.spark, run.cfg, name)
+    # detect's stored fingerprint (tested in test_detect) follows the silver columns
+    assert df.columns[-1] == "_fp" and df.schema["_fp"].dataType.simpleString() == "bigint"
+    df = df.drop("_fp")
     if drop_lineage:
         df = df.drop("_run_id", "_source", "_source_file", "_ingested_at")
     key = "product_id" if "internal_products" in name else "price_id"

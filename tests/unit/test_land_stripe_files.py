@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pyspark.sql import types as T
 
 from stripe_recon import tables
 from stripe_recon.errors import InputError
@@ -257,4 +258,6 @@ def test_rows_match_silver_schema(spark, make_cfg, tmp_path):
     for name, schema in ((tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS_SCHEMA),
                          (tables.SILVER_STRIPE_PRICES, tables.SILVER_STRIPE_PRICES_SCHEMA)):
         got = tables.read(spark, run.cfg, name).schema
-        assert [(f.name, f.dataType) for f in got.fields] == [(f.name, f.dataType) for f in schema.fields]
+        # the silver columns, then detect's stored fingerprint and mapped key (see detect.silver_with_fingerprint)
+        derived = [("_fp", T.LongType()), ("_key", T.StringType())]
+        assert [(f.name, f.dataType) for f in got.fields] == [(f.name, f.dataType) for f in schema.fields] + derived

@@ -206,9 +206,9 @@ def test_internal_product_rules_metadata_limits_and_warnings(spark, cfg, run):
         product("LONGKEY", metadata={"k" * 41: "v"}),
         product("KEY40", metadata={"k" * 40: "v" * 500}),
         product("BRACKET", metadata={"a[b]": "v"}),
-        product("LONGVAL", metadata={"k": "v" * 501}),
+        product("LONGVAL", metadata={"k": "v" * 501}, tax_code="tax-2"),  # rejected: its warn is not counted
         product(None),
-        product("DUP"), product("DUP"),
+        product("DUP", name=None), product("DUP"),                     # rejected: nor is this one's
         product("NONAME", name=None),            # warn: kept, reported
         product("BADTAX", tax_code="tax-1"),      # warn: kept, reported
     ]
@@ -232,6 +232,8 @@ def test_internal_product_rules_metadata_limits_and_warnings(spark, cfg, run):
     assert keys(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, "product_id") == ["BADTAX", "KEY40", "NONAME", "OK", "OK_50"]
     warned = sorted((f["expectation"], f["kwargs"]["column"]) for f in t["failed"])
     assert warned == [("expect_column_values_to_match_regex", "tax_code"), ("expect_column_values_to_not_be_null", "name")]
+    # warn rules are counted over the rows that stay valid, as GX would on the valid frame
+    assert sorted((f["kwargs"]["column"], f["observed"]) for f in t["failed"]) == [("name", 1), ("tax_code", 1)]
     assert out["expectations_failed"] == {"error": 0, "warn": 2}
     row = ledger(spark, cfg, run.run_id)
     assert row["counts"]["expectations_failed_warn"] == 2 and "tax_code" in row["message"]
@@ -393,7 +395,7 @@ def test_grouped_rule_counts_equal_row_by_row_counts(spark, cfg):
     rules = gx_suites.row_rules(suite, params)
     error_rules = list(dict.fromkeys(r.name for r in rules if r.severity == "error"))
 
-    rows_in, rejected, reasons = _rule_counts(df, suite, rules, error_rules)
+    rows_in, rejected, reasons, warned = _rule_counts(df, suite, rules, error_rules)
 
     marked, flag_rules, markers = _duplicate_markers(df, suite, rules)
     flagged = quarantine.flag(marked, flag_rules).drop(*markers)
@@ -411,6 +413,7 @@ def test_grouped_rule_counts_equal_row_by_row_counts(spark, cfg):
     assert reasons["unknown_currency"] == 1
     assert reasons["missing_currency"] == 1
     assert reasons["invalid_interval"] == 1
+    assert warned == {}  # internal prices have no warn row rule
 
 
 def test_uniqueness_vouched_by_the_landing_commit_until_another_writer_commits(spark, cfg):
