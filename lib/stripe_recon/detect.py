@@ -454,14 +454,15 @@ def silver_with_fingerprint(spark: SparkSession, cfg: Config, table: str, silver
     return out, {"fingerprint": fingerprint_spec(cfg, table, icu)}
 
 
-def fingerprint_ready(spark: SparkSession, cfg: Config, table: str, df: DataFrame) -> bool:
+def fingerprint_ready(spark: SparkSession, cfg: Config, table: str, df: DataFrame, commit: dict | None = None) -> bool:
     """True when ``df`` (just read from ``table``) carries fingerprints made under this config: the
-    table's latest commit must say so (a write by anything else, or a config change, -> recompute)."""
+    table's latest commit (``commit``: its metadata, read here when not given) must say so; a write by
+    anything else, or a config change, means they are recomputed."""
     if FP_COLUMN not in df.columns or table not in _SIDES:
         return False
     if _SIDES[table][1] == "stripe" and KEY_COLUMN not in df.columns:
         return False
-    meta = tables.commit_metadata(spark, cfg, table)
+    meta = tables.commit_metadata(spark, cfg, table) if commit is None else commit
     return meta.get("fingerprint") == fingerprint_spec(cfg, table, N.icu_available(spark))
 
 
@@ -504,11 +505,11 @@ def detect(run) -> dict[str, int]:
     rows of the same run_id), record counts and versions read in the ledger, return the counts."""
     spark, cfg = run.spark, run.cfg
     with run.stage("detect") as st:
-        frames = {}
+        frames, commits = {}, {}
         for name in SILVER_INPUTS:
-            run.read_version(st, name)
+            commits[name] = run.read_version(st, name)
             frames[name] = tables.read(spark, cfg, name, hint="run `recon land internal` and `recon land stripe` first")
-        ready = frozenset(n for n, df in frames.items() if fingerprint_ready(spark, cfg, n, df))
+        ready = frozenset(n for n, df in frames.items() if fingerprint_ready(spark, cfg, n, df, commits[n]))
         if len(ready) < len(frames):
             stale = ", ".join(sorted(set(frames) - ready))
             st.message = f"fingerprints computed here for {stale} (land again to store them under this config)"

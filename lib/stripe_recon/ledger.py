@@ -53,11 +53,13 @@ class Run:
     def new(cls, spark: SparkSession, cfg: Config, run_id: str | None = None) -> Run:
         return cls(spark, cfg, run_id or new_run_id())
 
-    def read_version(self, record: StageRecord, name: str) -> None:
-        """Note the current Delta version of ``name`` as read by this stage."""
-        v = tables.version(self.spark, self.cfg, name)
+    def read_version(self, record: StageRecord, name: str) -> dict:
+        """Note the current Delta version of ``name`` as read by this stage; returns the metadata its
+        writer attached to that commit (:func:`tables.commit_metadata`), read in the same history read."""
+        v, metadata = tables.last_commit(self.spark, self.cfg, name)
         if v is not None:
             record.versions_read[name] = v
+        return metadata
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:

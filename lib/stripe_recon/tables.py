@@ -245,14 +245,26 @@ def read_or_empty(spark: SparkSession, cfg: Config, name: str, schema: T.StructT
     return spark.createDataFrame([], schema)
 
 
-def version(spark: SparkSession, cfg: Config, name: str) -> int | None:
-    """The table's current Delta version (recorded in the runs ledger as 'versions read')."""
+def last_commit(spark: SparkSession, cfg: Config, name: str) -> tuple[int | None, dict]:
+    """(current Delta version, the JSON object a stripe-recon writer attached to that commit) in one
+    read of the table's history; (None, {}) when the table is missing. See :func:`commit_metadata`."""
     from delta.tables import DeltaTable
 
     if not exists(spark, cfg, name):
-        return None
-    row = DeltaTable.forPath(spark, table_path(cfg, name)).history(1).select("version").first()
-    return int(row[0]) if row else None
+        return None, {}
+    row = DeltaTable.forPath(spark, table_path(cfg, name)).history(1).select("version", "userMetadata").first()
+    if not row:
+        return None, {}
+    try:
+        meta = json.loads(row[1]) if row[1] else {}
+    except ValueError:
+        meta = {}
+    return int(row[0]), meta if isinstance(meta, dict) else {}
+
+
+def version(spark: SparkSession, cfg: Config, name: str) -> int | None:
+    """The table's current Delta version (recorded in the runs ledger as 'versions read')."""
+    return last_commit(spark, cfg, name)[0]
 
 
 def append(spark: SparkSession, cfg: Config, name: str, df: DataFrame, txn: tuple[str, int] | None = None) -> None:
@@ -266,16 +278,7 @@ def append(spark: SparkSession, cfg: Config, name: str, df: DataFrame, txn: tupl
 def commit_metadata(spark: SparkSession, cfg: Config, name: str) -> dict:
     """The JSON object a stripe-recon writer attached to the table's latest commit (``userMetadata``);
     empty when the table is missing or the latest commit carries none (e.g. written by another tool)."""
-    from delta.tables import DeltaTable
-
-    if not exists(spark, cfg, name):
-        return {}
-    row = DeltaTable.forPath(spark, table_path(cfg, name)).history(1).select("userMetadata").first()
-    try:
-        value = json.loads(row[0]) if row and row[0] else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return last_commit(spark, cfg, name)[1]
 
 
 def overwrite(spark: SparkSession, cfg: Config, name: str, df: DataFrame, metadata: dict | None = None) -> None:

@@ -119,10 +119,10 @@ def validate_inputs(run) -> dict[str, Any]:
         gx = GxRunner(run)
         results = []
         for suite_name, table in INPUT_SUITES:
-            run.read_version(st, table)
+            commit = run.read_version(st, table)
             df = tables.read(run.spark, cfg, table, hint="run `recon land internal` and `recon land stripe` first")
             extra = _row_count_parameters(previous.get(suite_name), cfg.validation.row_count_band)
-            results.append(_validate_table(run, gx, suite_name, table, df, extra, replace_silver=True))
+            results.append(_validate_table(run, gx, suite_name, table, df, extra, replace_silver=True, commit=commit))
         docs = gx.publish()
         summary = _summarise(results, docs)
         _record(st, results, summary)
@@ -162,12 +162,15 @@ def validate_plan(run) -> dict[str, Any]:
 # -- one table ----------------------------------------------------------------------------------
 
 def _validate_table(
-    run, gx: GxRunner, suite_name: str, table: str, df: DataFrame, extra_params: dict[str, Any], replace_silver: bool
+    run, gx: GxRunner, suite_name: str, table: str, df: DataFrame, extra_params: dict[str, Any], replace_silver: bool,
+    commit: dict[str, Any] | None = None,
 ) -> TableResult:
+    """One suite on one table. ``commit``: the metadata of the table's commit that ``df`` was read at."""
+    commit = commit or {}
     cfg = run.cfg
     suite = gx_suites.load_suite(suite_name, cfg)
     if replace_silver:
-        suite = _vouch_unique(suite, tables.commit_metadata(run.spark, cfg, table), table)
+        suite = _vouch_unique(suite, commit, table)
     meta = suite["meta"]
     params = {**gx_suites.parameters(cfg), **extra_params}
     res = TableResult(suite_name, table)
@@ -229,7 +232,7 @@ def _validate_table(
         if not res.held and res.quarantined and replace_silver:
             # Only rows are removed: whatever the landing commit vouched for (detect's stored
             # fingerprints) still holds for the rows kept, so its metadata goes with the rewrite.
-            tables.overwrite(run.spark, cfg, table, valid, tables.commit_metadata(run.spark, cfg, table))
+            tables.overwrite(run.spark, cfg, table, valid, commit)
         res.seconds = {"rules": t1 - t0, "gx": t2 - t1, "write": time.monotonic() - t2}
     finally:
         if cached is not None:
