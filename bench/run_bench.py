@@ -95,6 +95,7 @@ def timed(label: str, fn, mem: PeakRss, phases: dict) -> object:
 def main() -> int:
     rows = int(os.environ.get("BENCH_ROWS", "1000000"))
     seed = int(os.environ.get("BENCH_SEED", "42"))
+    rate = float(os.environ.get("BENCH_RATE", "0.02"))  # seeded share per discrepancy kind (generate's rate)
     work = Path(os.environ.get("BENCH_DIR", f"/tmp/stripe-recon-bench-{rows}")).resolve()
     keep = bool(os.environ.get("BENCH_KEEP"))
     if work.exists() and not keep:
@@ -119,7 +120,7 @@ def main() -> int:
     load_before = os.getloadavg()
     with PeakRss() as mem:
         if not (keep and (gen / "truth.jsonl").exists()):
-            timed("generate", lambda: generate(spark, str(gen), products=rows, seed=seed, rate=0.02), mem, phases)
+            timed("generate", lambda: generate(spark, str(gen), products=rows, seed=seed, rate=rate), mem, phases)
         run = Run.new(spark, cfg)
         if not (keep and tables.exists(spark, cfg, tables.SILVER_STRIPE_PRICES)):
             timed("land", lambda: (land_internal(run), land_stripe_files(run)), mem, phases)
@@ -193,7 +194,8 @@ def main() -> int:
     a, b = phases["a_floor"]["seconds"], phases["b_detect"]["seconds"]
     c = phases.get("c_datacompy", {}).get("seconds")
     result = {
-        "command": f"BENCH_ROWS={rows} BENCH_SEED={seed} .venv/bin/python bench/run_bench.py",
+        "command": f"BENCH_ROWS={rows} BENCH_SEED={seed} BENCH_RATE={rate} .venv/bin/python bench/run_bench.py",
+        "rate": rate,
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "rows_products": rows,
         "silver_rows": sizes,
