@@ -230,6 +230,11 @@ def _effective_active(entity: Entity, side: str, active: Column) -> Column:
     return eff & F.col("deleted_at").isNull() if entity.name == "product" else eff
 
 
+def _with_effective_active(df: DataFrame, entity: Entity, side: str) -> DataFrame:
+    """``df`` with its ``active`` column replaced by :func:`_effective_active` (what is compared)."""
+    return df.withColumns({"active": _effective_active(entity, side, F.col("active"))})
+
+
 def _tolerant_values(comp: _Compiler, df: DataFrame, side: str) -> Column | None:
     """Struct of the canonical values of tolerant attributes (not fingerprinted), or None."""
     cols = []
@@ -243,7 +248,7 @@ def _tolerant_values(comp: _Compiler, df: DataFrame, side: str) -> Column | None
 def _internal_narrow(df: DataFrame, comp: _Compiler, ready: bool) -> DataFrame:
     """Phase 1, internal side: key, effective active, updated_at, fingerprint (+ product key, tolerant values)."""
     e = comp.entity
-    df = df.withColumns({"active": _effective_active(e, "internal", F.col("active"))})
+    df = _with_effective_active(df, e, "internal")
     fp = F.col(FP_COLUMN) if ready else comp.values(df, "internal")[1]
     cols = [F.col(e.internal_key).alias("key"), F.col("active").alias("active"), F.col("updated_at").alias("ts"), fp.alias("fp")]
     tol = _tolerant_values(comp, df, "internal")
@@ -258,7 +263,7 @@ def _stripe_narrow(df: DataFrame, comp: _Compiler, key: Column, product_keys: Da
     """Phase 1, Stripe side aggregated to one row per mapped key: the primary record (narrow: id, active,
     time, fingerprint) and the sorted active ids."""
     e = comp.entity
-    df = df.withColumns({"active": _effective_active(e, "stripe", F.col("active"))})
+    df = _with_effective_active(df, e, "stripe")
     if product_keys is not None:
         df = df.join(product_keys, df["product"] == product_keys["_pid"], "left")
     fp = F.col(FP_COLUMN) if ready else comp.values(df, "stripe")[1]
@@ -291,10 +296,10 @@ def _field_rows(comp: _Compiler, pairs: DataFrame, internal: DataFrame, stripe: 
     """
     e = comp.entity
     hint = F.broadcast if broadcast else (lambda d: d)
-    i = internal.withColumns({"active": _effective_active(e, "internal", F.col("active"))})
+    i = _with_effective_active(internal, e, "internal")
     i = i.join(hint(pairs), F.col(e.internal_key) == F.col("_c_key"))
     i = i.select("_c_key", "_c_sid", "_c_ti", "_c_ts", comp.values(i, "internal")[0].alias("_vi"))
-    s = stripe.withColumns({"active": _effective_active(e, "stripe", F.col("active"))})
+    s = _with_effective_active(stripe, e, "stripe")
     s = s.join(hint(pairs.select(F.col("_c_sid").alias("_s_sid"))), F.col("id") == F.col("_s_sid"))
     s = s.select("_s_sid", comp.values(s, "stripe")[0].alias("_vs"))
     j = i.join(s, F.col("_c_sid") == F.col("_s_sid"))
