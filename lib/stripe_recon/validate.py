@@ -13,7 +13,8 @@ row-level and which table-level):
    no row rule can be evaluated against a missing column);
 2. the counts (rows in, rejected rows, rows per rule) come from one aggregation grouped by the key
    (the uniqueness rule), reading only the key and the columns the rules name (no UDF, no collect,
-   nothing cached);
+   nothing cached); the input gate runs steps 1-2 of the four tables in threads, so their Spark
+   jobs overlap;
 3. only when rows were rejected, every row rule becomes one Spark projection adding ``_reasons``; the
    rejected rows are cached and go to ``gold.quarantine`` (stage ``validate``) with their reasons, and
    the valid rows are the input without the rejected keys (or, for a suite without a not-null and
@@ -44,6 +45,7 @@ import math
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,20 +111,29 @@ class TableResult:
 # -- public stages ------------------------------------------------------------------------------
 
 def validate_inputs(run) -> dict[str, Any]:
-    """Gate the four silver tables; quarantine bad rows; raise HeldError when the gate holds."""
+    """Gate the four silver tables; quarantine bad rows; raise HeldError when the gate holds.
+
+    The Spark-only part of each table (its history read, the schema check and the rule counts) and
+    the ledger read for the row-count band run in threads, so their jobs overlap: most of this
+    gate's time on a warm session is per-job latency (planning, the Delta snapshot, scheduling), not
+    row work. GX, the quarantine and the rewrite then run table by table in this thread."""
     cfg = run.cfg
     with run.stage(STAGE_INPUTS) as st:
         if not cfg.validation.enabled:
             st.message = "skipped: validation.enabled is false"
             return {"status": "skipped", "message": st.message}
-        previous = _previous_valid_counts(run)
-        gx = GxRunner(run)
-        results = []
-        for suite_name, table in INPUT_SUITES:
-            commit = run.read_version(st, table)
-            df = tables.read(run.spark, cfg, table, hint="run `recon land internal` and `recon land stripe` first")
-            extra = _row_count_parameters(previous.get(suite_name), cfg.validation.row_count_band)
-            results.append(_validate_table(run, gx, suite_name, table, df, extra, replace_silver=True, commit=commit))
+        with ThreadPoolExecutor(max_workers=len(INPUT_SUITES) + 1, thread_name_prefix="validate") as pool:
+            previous_f = pool.submit(_previous_valid_counts, run)
+            passes = [pool.submit(_read_and_count, run, suite_name, table) for suite_name, table in INPUT_SUITES]
+            gx = GxRunner(run)  # its file context is set up while Spark counts
+            previous = previous_f.result()
+            results = []
+            for (suite_name, table), counted in zip(INPUT_SUITES, passes, strict=True):
+                first = counted.result()
+                if first.version is not None:
+                    st.versions_read[table] = first.version
+                extra = _row_count_parameters(previous.get(suite_name), cfg.validation.row_count_band)
+                results.append(_finish_table(run, gx, first, extra, replace_silver=True))
         docs = gx.publish()
         summary = _summarise(results, docs)
         _record(st, results, summary)
@@ -149,7 +160,8 @@ def validate_plan(run) -> dict[str, Any]:
         latest = planned.agg(F.max("run_id")).first()[0]
         plan = planned.filter(F.col("run_id") == latest) if latest is not None else planned
         gx = GxRunner(run)
-        result = _validate_table(run, gx, PLAN_SUITE, tables.GOLD_CORRECTIONS, plan, {}, replace_silver=False)
+        first = _count_rules(run, PLAN_SUITE, tables.GOLD_CORRECTIONS, plan)
+        result = _finish_table(run, gx, first, {}, replace_silver=False)
         docs = gx.publish()
         summary = _summarise([result], docs)
         summary["plan_run_id"] = latest
@@ -161,33 +173,73 @@ def validate_plan(run) -> dict[str, Any]:
 
 # -- one table ----------------------------------------------------------------------------------
 
-def _validate_table(
-    run, gx: GxRunner, suite_name: str, table: str, df: DataFrame, extra_params: dict[str, Any], replace_silver: bool,
-    commit: dict[str, Any] | None = None,
-) -> TableResult:
-    """One suite on one table. ``commit``: the metadata of the table's commit that ``df`` was read at."""
-    commit = commit or {}
+@dataclass
+class FirstPass:
+    """What the Spark-only first pass over one table found (see :func:`_count_rules`)."""
+
+    suite_name: str
+    table: str
+    suite: dict[str, Any]
+    df: DataFrame
+    rules: list
+    result: TableResult
+    schema_problems: list[str]
+    warned: dict[str, int]
+    commit: dict[str, Any] = field(default_factory=dict)
+    version: int | None = None
+    seconds: float = 0.0
+
+
+def _read_and_count(run, suite_name: str, table: str) -> FirstPass:
+    """A silver table's latest commit (version and writer metadata, one history read), then its rule
+    counts at that version. Spark work only: safe to run in a thread beside the other tables."""
     cfg = run.cfg
-    suite = gx_suites.load_suite(suite_name, cfg)
-    if replace_silver:
+    version, commit = tables.last_commit(run.spark, cfg, table)
+    df = tables.read(run.spark, cfg, table, hint="run `recon land internal` and `recon land stripe` first")
+    first = _count_rules(run, suite_name, table, df, commit, vouch=True)
+    first.version = version
+    return first
+
+
+def _count_rules(run, suite_name: str, table: str, df: DataFrame, commit: dict[str, Any] | None = None,
+                 vouch: bool = False) -> FirstPass:
+    """Load the suite, check the schema and count the rows breaking each row rule (one scan, one
+    narrow aggregation; nothing cached, no GX). ``commit``: the metadata of the commit ``df`` was
+    read at; with ``vouch`` the uniqueness it guarantees is not re-checked (:func:`_vouch_unique`)."""
+    commit = commit or {}
+    t0 = time.monotonic()
+    suite = gx_suites.load_suite(suite_name, run.cfg)
+    if vouch:
         suite = _vouch_unique(suite, commit, table)
+    params = gx_suites.parameters(run.cfg)
+    res = TableResult(suite_name, table)
+    problems = gx_suites.schema_problems(suite, df.schema)
+    rules, warned = [], {}
+    if problems:
+        res.rows_in = res.valid = df.count()
+    else:
+        rules = gx_suites.row_rules(suite, params)
+        error_rules = list(dict.fromkeys(r.name for r in rules if r.severity == "error"))
+        res.rows_in, res.quarantined, res.reasons, warned = _rule_counts(df, suite, rules, error_rules)
+        res.valid = res.rows_in - res.quarantined
+    return FirstPass(suite_name, table, suite, df, rules, res, problems, warned, commit,
+                     seconds=time.monotonic() - t0)
+
+
+def _finish_table(run, gx: GxRunner, first: FirstPass, extra_params: dict[str, Any], replace_silver: bool) -> TableResult:
+    """Quarantine the rejected rows, let GX validate the valid rows, decide, and (input gate) replace
+    the silver table by its valid rows."""
+    cfg = run.cfg
+    suite, df, rules, res, table, warned = first.suite, first.df, first.rules, first.result, first.table, first.warned
     meta = suite["meta"]
     params = {**gx_suites.parameters(cfg), **extra_params}
-    res = TableResult(suite_name, table)
-
-    problems = gx_suites.schema_problems(suite, df.schema)
-    if problems:
+    if first.schema_problems:
         # Row rules cannot run against a broken schema: report the schema expectations only.
-        res.rows_in = res.valid = df.count()
         _collect(res, gx.validate(gx_suites.schema_only(suite), df, params))
-        res.held_because.append(f"schema: {'; '.join(problems)}")
+        res.held_because.append(f"schema: {'; '.join(first.schema_problems)}")
         return res
 
     t0 = time.monotonic()
-    rules = gx_suites.row_rules(suite, params)
-    error_rules = list(dict.fromkeys(r.name for r in rules if r.severity == "error"))
-    res.rows_in, res.quarantined, res.reasons, warned = _rule_counts(df, suite, rules, error_rules)
-    res.valid = res.rows_in - res.quarantined
     valid = df
     cached = None
     try:
@@ -209,7 +261,7 @@ def _validate_table(
                 valid, rejected = quarantine.split(cached)
             source_file = "_source_file" if "_source_file" in df.columns else None
             rows = quarantine.to_quarantine_rows(
-                run.run_id, rejected, "validate", meta.get("source", suite_name), meta.get("entity", "unknown"),
+                run.run_id, rejected, "validate", meta.get("source", first.suite_name), meta.get("entity", "unknown"),
                 meta.get("key"), source_file_col=source_file,
             )
             quarantine.append_quarantine(run, rows)
@@ -232,8 +284,8 @@ def _validate_table(
         if not res.held and res.quarantined and replace_silver:
             # Only rows are removed: whatever the landing commit vouched for (detect's stored
             # fingerprints) still holds for the rows kept, so its metadata goes with the rewrite.
-            tables.overwrite(run.spark, cfg, table, valid, commit)
-        res.seconds = {"rules": t1 - t0, "gx": t2 - t1, "write": time.monotonic() - t2}
+            tables.overwrite(run.spark, cfg, table, valid, first.commit)
+        res.seconds = {"rules": first.seconds + t1 - t0, "gx": t2 - t1, "write": time.monotonic() - t2}
     finally:
         if cached is not None:
             cached.unpersist()
