@@ -191,8 +191,9 @@ class FirstPass:
 
 
 def _read_and_count(run, suite_name: str, table: str) -> FirstPass:
-    """A silver table's latest commit (version and writer metadata, one history read), then its rule
-    counts at that version. Spark work only: safe to run in a thread beside the other tables."""
+    """A silver table's latest commit (version and writer metadata, one history read), then the rule
+    counts of the table as read right after it (as before the threads: a commit landing between the
+    two reads is not guarded against). Spark work only: safe to run in a thread beside the others."""
     cfg = run.cfg
     version, commit = tables.last_commit(run.spark, cfg, table)
     df = tables.read(run.spark, cfg, table, hint="run `recon land internal` and `recon land stripe` first")
