@@ -124,15 +124,13 @@ def validate_inputs(run) -> dict[str, Any]:
             return {"status": "skipped", "message": st.message}
         with ThreadPoolExecutor(max_workers=len(INPUT_SUITES) + 1, thread_name_prefix="validate") as pool:
             previous_f = pool.submit(_previous_valid_counts, run)
-            passes = [pool.submit(_read_and_count, run, suite_name, table) for suite_name, table in INPUT_SUITES]
+            passes = [pool.submit(_read_and_count, run, st, suite_name, table) for suite_name, table in INPUT_SUITES]
             gx = GxRunner(run, STAGE_INPUTS)  # its file context is set up while Spark counts
             previous = previous_f.result()
             results = []
-            for (suite_name, table), counted in zip(INPUT_SUITES, passes, strict=True):
+            for counted in passes:
                 first = counted.result()
-                if first.version is not None:
-                    st.versions_read[table] = first.version
-                extra = _row_count_parameters(previous.get(suite_name), cfg.validation.row_count_band)
+                extra = _row_count_parameters(previous.get(first.suite_name), cfg.validation.row_count_band)
                 results.append(_finish_table(run, gx, first, extra, replace_silver=True))
         docs = gx.publish()
         summary = _summarise(results, docs)
@@ -186,20 +184,17 @@ class FirstPass:
     schema_problems: list[str]
     warned: dict[str, int]
     commit: dict[str, Any] = field(default_factory=dict)
-    version: int | None = None
     seconds: float = 0.0
 
 
-def _read_and_count(run, suite_name: str, table: str) -> FirstPass:
+def _read_and_count(run, st, suite_name: str, table: str) -> FirstPass:
     """A silver table's latest commit (version and writer metadata, one history read), then the rule
     counts of the table as read right after it (as before the threads: a commit landing between the
-    two reads is not guarded against). Spark work only: safe to run in a thread beside the others."""
-    cfg = run.cfg
-    version, commit = tables.last_commit(run.spark, cfg, table)
-    df = tables.read(run.spark, cfg, table, hint="run `recon land internal` and `recon land stripe` first")
-    first = _count_rules(run, suite_name, table, df, commit, vouch=True)
-    first.version = version
-    return first
+    two reads is not guarded against). Spark work only: safe to run in a thread beside the others
+    (the version goes into ``st.versions_read``, one key per table)."""
+    commit = run.read_version(st, table)
+    df = tables.read(run.spark, run.cfg, table, hint="run `recon land internal` and `recon land stripe` first")
+    return _count_rules(run, suite_name, table, df, commit, vouch=True)
 
 
 def _count_rules(run, suite_name: str, table: str, df: DataFrame, commit: dict[str, Any] | None = None,
