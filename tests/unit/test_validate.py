@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 from stripe_recon import tables
 from stripe_recon.errors import HeldError
 from stripe_recon.ledger import Run
-from stripe_recon.validate import validate_inputs
+from stripe_recon.validate import INPUT_SUITES, validate_inputs
 
 TS = dt.datetime(2026, 1, 1, 12, 0, 0)
 SUITES = {
@@ -122,6 +122,8 @@ def test_clean_inputs_pass_and_data_docs_list_every_validation(spark, make_cfg):
     row = ledger(spark, cfg, run.run_id)
     assert row["status"] == "ok"
     assert row["counts"]["internal_prices.valid"] == 1 and row["counts"]["quarantined"] == 0
+    # the four tables are read in threads: each one's version is still recorded
+    assert row["versions_read"] == {table: tables.version(spark, cfg, table) for _, table in INPUT_SUITES}
     index = Path(out["data_docs"])
     assert index == Path(cfg.storage.root).resolve() / "runs" / run.run_id / "data_docs" / "index.html"
     html = index.read_text()
