@@ -53,8 +53,9 @@ def _bronze_columns(df: DataFrame) -> DataFrame:
 def file_events(run: Run, path: str) -> DataFrame:
     """The events of the JSON-lines files at ``path`` as bronze rows (not written)."""
     check_path(run.spark, path, "CDC events")
-    text = read_input("CDC events", path, lambda: run.spark.read.option("wholetext", "true")
-                      .option("recursiveFileLookup", "true").text(path))
+    # text()'s own wholetext argument overrides an .option("wholetext"), so it is passed here.
+    text = read_input("CDC events", path, lambda: run.spark.read.option("recursiveFileLookup", "true")
+                      .text(path, wholetext=True))
     lines = text.select(F.col("_metadata.file_path").alias("file"),
                         F.posexplode(F.split(F.col("value"), r"\r?\n")).alias("_i", "value"))
     return _bronze_columns(lines.filter(F.trim("value") != "").select(
