@@ -229,6 +229,8 @@ case "${1:-start}" in
     command -v java >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
     jars
     stop  # a stack left by an interrupted run
+    set -E  # a failing step stops whatever already started, so no process outlives a failed start
+    trap 'rc=$?; log "start failed (exit $rc): stopping what started; logs were in $STATE"; tail -20 "$STATE"/*.log >&2 2>/dev/null || true; stop; exit $rc' ERR
     mkdir -p "$STATE"
     log4j_conf
     start_postgres
