@@ -238,12 +238,35 @@ def _parses(value: str, target: T.DataType) -> str:
 
 # -- the event frame ----------------------------------------------------------------------------
 
-_TOP = ("schema string, payload string, op string, before string, after string, source string, "
-        "ts_ms string, _corrupt_record string")
-_EVENT = "op string, before string, after string, source string, ts_ms string"
-_SOURCE = "table string, schema string, db string, lsn string, ts_ms string"
-_SCHEMA = ("fields array<struct<field: string, fields: array<struct<field: string, type: string, "
-           "name: string, parameters: struct<scale: string>>>>>")
+# One JSON parse per event: the envelope's schema, the payload and the plain event's fields are all
+# declared here (rows as structs of strings: a nested object or number keeps its JSON text).
+_SOURCE = "struct<table: string, schema: string, db: string, lsn: string, ts_ms: string>"
+_SCHEMA = ("struct<fields: array<struct<field: string, fields: array<struct<field: string, type: string, "
+           "name: string, parameters: struct<scale: string>>>>>>")
+
+
+def _event_fields() -> str:
+    row = f"struct<{_row_schema()}>"
+    return f"op: string, before: {row}, after: {row}, source: {_SOURCE}, ts_ms: string"
+
+
+def _top_schema() -> str:
+    event = _event_fields()
+    return (f"schema {_SCHEMA}, payload struct<{event}>, "
+            + ", ".join(f.replace(":", "", 1) for f in _split_top(event)) + ", _corrupt_record string")
+
+
+def _split_top(fields: str) -> list[str]:
+    """Split ``a: t, b: struct<x: u, y: v>`` at its top-level commas."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(fields):
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "," and depth == 0:
+            out.append(fields[start:i].strip())
+            start = i + 1
+    out.append(fields[start:].strip())
+    return out
 
 
 def _row_schema() -> str:
@@ -270,29 +293,24 @@ def _parse(events: DataFrame, tables_map: Mapping[str, str]) -> DataFrame:
     top = events.select(
         "*",
         F.expr(f"value IS NULL OR trim(value) = 'null' OR {tomb_env}").alias("_tombstone"),
-        F.expr(f"from_json(value, '{_TOP}', {opts})").alias("_t"),
+        F.expr(f"from_json(value, '{_top_schema()}', {opts})").alias("_t"),
     )
+    plain = ", ".join(f"'{n}', _t.{n}" for n in ("op", "before", "after", "source", "ts_ms"))
     ev = top.select(
         "*",
-        F.expr("_t.payload IS NOT NULL OR _t.schema IS NOT NULL").alias("_enveloped"),
-        F.expr(f"CASE WHEN _t.payload IS NOT NULL THEN from_json(_t.payload, '{_EVENT}') "
-               "ELSE named_struct('op', _t.op, 'before', _t.before, 'after', _t.after, 'source', _t.source, "
-               "'ts_ms', _t.ts_ms) END").alias("_e"),
-        F.expr(f"from_json(_t.schema, '{_SCHEMA}')").alias("_s"),
+        F.expr(f"CASE WHEN _t.payload IS NOT NULL THEN _t.payload ELSE named_struct({plain}) END").alias("_e"),
     ).select(
         "*",
-        F.expr(f"from_json(_e.source, '{_SOURCE}')").alias("_src"),
-        F.expr(f"from_json(_e.after, '{_row_schema()}')").alias("_after"),
-        F.expr(f"from_json(_e.before, '{_row_schema()}')").alias("_before"),
+        F.col("_e.source").alias("_src"),
         # The row's field schemas: Debezium declares the same struct for before and after.
-        F.expr("coalesce(try_element_at(filter(_s.fields, f -> f.field = 'after'), 1).fields, "
-               "try_element_at(filter(_s.fields, f -> f.field = 'before'), 1).fields)").alias("_fields"),
+        F.expr("coalesce(try_element_at(filter(_t.schema.fields, f -> f.field = 'after'), 1).fields, "
+               "try_element_at(filter(_t.schema.fields, f -> f.field = 'before'), 1).fields)").alias("_fields"),
     )
     return ev.select(
         "*",
         F.expr(_table_entity(tables_map)).alias("_plural"),
         F.expr("CASE WHEN _e.op IN ('c', 'u', 'r') THEN 'upsert' WHEN _e.op = 'd' THEN 'delete' END").alias("_op"),
-        F.expr("CASE WHEN _e.op = 'd' THEN _before ELSE _after END").alias("_row"),
+        F.expr("CASE WHEN _e.op = 'd' THEN _e.before ELSE _e.after END").alias("_row"),
     )
 
 
