@@ -11,7 +11,13 @@ import pytest
 from stripe_recon import tables
 from stripe_recon.errors import InputError
 from stripe_recon.land.cdc_events import decode_events
-from stripe_recon.land.cdc_ingest import checkpoint_path, ingest_files, ingest_kafka, read_events
+from stripe_recon.land.cdc_ingest import (
+    checkpoint_path,
+    ingest_files,
+    ingest_kafka,
+    read_events,
+    read_pending_events,
+)
 from stripe_recon.ledger import Run
 
 
@@ -60,3 +66,19 @@ def test_missing_path_and_missing_kafka_settings_are_input_errors(spark, cfg, tm
     with pytest.raises(InputError, match="needs servers and a topic"):
         ingest_kafka(run)
     assert checkpoint_path(cfg, "recon.catalog,other") == f"{cfg.storage.root}/checkpoints/internal_cdc/recon.catalog_other"
+
+
+def test_pending_events_are_those_after_the_last_applied_run(spark, cfg, tmp_path):
+    (tmp_path / "e.jsonl").write_text(_event("c", "p1", 1, "A") + "\n")
+    r1, r2, r3 = (Run.new(spark, cfg, f"20260101T00000{i}000Z-abc") for i in (1, 2, 3))
+    for r in (r1, r2, r3):
+        ingest_files(r, str(tmp_path / "e.jsonl"))
+    assert read_pending_events(r3).count() == 3          # nothing applied yet
+    with r1.stage("land_internal"):
+        pass                                              # r1 applied its events (ok)
+    try:
+        with r2.stage("land_internal"):
+            raise RuntimeError("failed after ingesting")  # r2's events stay pending
+    except RuntimeError:
+        pass
+    assert sorted(r["_run_id"] for r in read_pending_events(r3).collect()) == [r2.run_id, r3.run_id]

@@ -19,6 +19,7 @@ Example::
 
     ingest_kafka(run, "127.0.0.1:9092", "recon.catalog")   # {'events': 12, 'batches': 1, ...}
     changes = decode_events(read_events(run), cfg.sources.internal.cdc.tables)
+    # or, so that a run that failed after ingesting loses nothing: read_pending_events(run)
 """
 
 from __future__ import annotations
@@ -142,6 +143,27 @@ def _kafka_package_hint() -> str:
     from ..spark import kafka_package
 
     return kafka_package()
+
+
+def read_pending_events(run: Run, applied_stage: str = "land_internal") -> DataFrame:
+    """Every bronze event not applied yet: those of runs later than the newest run whose
+    ``applied_stage`` ledger row is ``ok`` (run ids sort by start time), this run's included.
+
+    A run that ingested from Kafka (its offsets committed) but failed before applying the changes
+    leaves its events to the next run, which reads them here; everything of a run at or before the
+    last ok one was read by that run. The filter is on ``_run_id`` alone, so Delta skips old files.
+    """
+    spark, cfg = run.spark, run.cfg
+    if not tables.exists(spark, cfg, BRONZE):
+        return spark.createDataFrame([], tables.BRONZE_CDC_EVENTS_SCHEMA)
+    events = tables.read(spark, cfg, BRONZE)
+    last = None
+    if tables.exists(spark, cfg, tables.GOLD_RUNS):
+        row = (tables.read(spark, cfg, tables.GOLD_RUNS)
+               .where(f"stage = {sql_str(applied_stage)} AND status = 'ok' AND run_id <> {sql_str(run.run_id)}")
+               .agg(F.max("run_id")).first())  # aggregate
+        last = row[0] if row else None
+    return events if last is None else events.where(f"_run_id > {sql_str(last)}")
 
 
 def read_events(run: Run, source: str | None = None) -> DataFrame:
