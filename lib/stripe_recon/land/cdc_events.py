@@ -189,10 +189,6 @@ _NUMERIC = (T.DecimalType, T.DoubleType, T.FloatType)
 _TEMPORAL = (T.TimestampType, T.TimestampNTZType, T.DateType)
 
 
-def _needs_schema(target: T.DataType) -> bool:
-    return isinstance(target, _NUMERIC + _TEMPORAL)
-
-
 def _decode(raw: str, field: str, target: T.DataType, epoch_unit: str) -> str:
     """SQL for one column's canonical text from its JSON text ``raw`` and its field schema ``field``
     (``{field, type, name, parameters.scale}`` from the envelope; null without one)."""
@@ -309,7 +305,8 @@ def _parse(events: DataFrame, tables_map: Mapping[str, str]) -> DataFrame:
     return ev.select(
         "*",
         F.expr(_table_entity(tables_map)).alias("_plural"),
-        F.expr("CASE WHEN _e.op IN ('c', 'u', 'r') THEN 'upsert' WHEN _e.op = 'd' THEN 'delete' END").alias("_op"),
+        F.expr(f"CASE WHEN _e.op IN ({', '.join(map(_lit, UPSERT_OPS))}) THEN 'upsert' "
+               "WHEN _e.op = 'd' THEN 'delete' END").alias("_op"),
         F.expr("CASE WHEN _e.op = 'd' THEN _e.before ELSE _e.after END").alias("_row"),
     )
 
@@ -356,18 +353,22 @@ def _decode_columns(parsed: DataFrame, epoch_unit: str) -> DataFrame:
 
 
 def _rules() -> list[Rule]:
+    """The structural rules, in REASONS_DOC's order; each is guarded by the ones before it, so an event
+    gets the one reason that explains it."""
     json_ok = "NOT _tombstone AND _t._corrupt_record IS NULL"
     event_ok = f"{json_ok} AND _e.op IS NOT NULL"
     change = f"{event_ok} AND _op IS NOT NULL"
     known = f"{change} AND _plural IS NOT NULL"
-    return [
-        Rule("malformed_json", "NOT _tombstone AND _t._corrupt_record IS NOT NULL"),
-        Rule("malformed_event", f"{json_ok} AND _e.op IS NULL"),
-        Rule("unknown_op", f"{event_ok} AND _op IS NULL AND _e.op NOT IN ({', '.join(map(_lit, SKIPPED_OPS))})"),
-        Rule("unknown_table", f"{change} AND _plural IS NULL"),
-        Rule("missing_row", f"{known} AND _row IS NULL"),
-        Rule("missing_key", f"{known} AND _row IS NOT NULL AND _key IS NULL"),
-    ]
+    fails = {
+        "malformed_json": "NOT _tombstone AND _t._corrupt_record IS NOT NULL",
+        "malformed_event": f"{json_ok} AND _e.op IS NULL",
+        "unknown_op": f"{event_ok} AND _op IS NULL AND _e.op NOT IN ({', '.join(map(_lit, SKIPPED_OPS))})",
+        "unknown_table": f"{change} AND _plural IS NULL",
+        "missing_row": f"{known} AND _row IS NULL",
+        "missing_key": f"{known} AND _row IS NOT NULL AND _key IS NULL",
+    }
+    assert list(fails) == list(REASONS_DOC), "every reason is documented in REASONS_DOC"
+    return [Rule(name, sql) for name, sql in fails.items()]
 
 
 @dataclass(frozen=True)
