@@ -25,6 +25,7 @@ BRONZE_INTERNAL_PRICES = "bronze.internal_prices"
 # Stripe exports mix products and prices in one input: one bronze table, partitioned by `_entity`.
 BRONZE_STRIPE_OBJECTS = "bronze.stripe_objects"
 BRONZE_MANIFESTS = "bronze.manifests"
+BRONZE_INTERNAL_CDC_EVENTS = "bronze.internal_cdc_events"
 SILVER_INTERNAL_PRODUCTS = "silver.internal_products"
 SILVER_INTERNAL_PRICES = "silver.internal_prices"
 SILVER_STRIPE_PRODUCTS = "silver.stripe_products"
@@ -45,6 +46,25 @@ LINEAGE = [
 ]
 LINEAGE_NAMES = [f.name for f in LINEAGE]
 MAP_SS = T.MapType(T.StringType(), T.StringType())
+
+# Debezium change events as they arrived (land/cdc_ingest.py), one row per event or Kafka record:
+# from JSON-lines files (file, line) or from Kafka (topic, partition, offset, timestamp). ``_source`` is
+# ``internal:cdc_file`` or ``internal:kafka``; ``_source_file`` the event's address (``path:line`` or
+# ``topic/partition/offset``), which gold.quarantine.source_file and the change rows' ``_event_offset``
+# repeat. land/cdc_events.py turns these rows into change rows.
+BRONZE_CDC_EVENTS_SCHEMA = T.StructType(
+    [
+        T.StructField("value", T.StringType()),  # the event JSON as text; null = a Kafka tombstone
+        T.StructField("key", T.StringType()),  # the Kafka record key as text (null for files)
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("kafka_timestamp", T.TimestampType()),
+        T.StructField("file", T.StringType()),
+        T.StructField("line", T.LongType()),  # 1-based line number in the file
+        *LINEAGE,
+    ]
+)
 
 # Decimal used for internal major-unit amounts: 3-decimal currencies and sub-minor inputs both fit.
 AMOUNT_TYPE = T.DecimalType(24, 6)
