@@ -68,63 +68,107 @@ def _wrong_type(raw_col: str, parsed_col: str) -> str:
 # -- internal side ------------------------------------------------------------------------------
 
 
+def _parse(arrived: DataFrame, name: str, target: str) -> tuple[Column, Column]:
+    """(typed value, "has a value of the wrong type") of one arrived column.
+
+    A string is parsed (blank = null; a value that does not parse is a wrong type); a column that
+    already has the target type (Parquet, Delta, JDBC) is used as it is, without a round trip through
+    text; any other type is cast (a value the cast cannot hold is a wrong type)."""
+    dtype = arrived.schema[name].dataType
+    col = F.col(f"`{name}`")
+    if isinstance(dtype, T.StringType):
+        value = F.expr(_try(f"`{name}`", target))
+        return value, ~F.expr(_blank(f"`{name}`")) & value.isNull()
+    if dtype.simpleString() == target.lower().replace(" ", ""):
+        return col, F.lit(False)
+    value = F.expr(f"try_cast(`{name}` AS {target})")
+    return value, col.isNotNull() & value.isNull()
+
+
+def _metadata(arrived: DataFrame) -> tuple[Column, Column]:
+    """Metadata as map<string,string>: a map as it is, JSON text parsed (anything else: wrong type)."""
+    dtype = arrived.schema["metadata"].dataType
+    if isinstance(dtype, T.MapType) and isinstance(dtype.keyType, T.StringType) and isinstance(dtype.valueType, T.StringType):
+        return F.col("metadata"), F.lit(False)
+    text = F.col("metadata") if isinstance(dtype, T.StringType) else F.to_json(F.col("metadata"))
+    value = F.from_json(text, "map<string,string>")
+    return value, ~(text.isNull() | (F.trim(text) == "")) & value.isNull()
+
+
+def _amount(arrived: DataFrame) -> tuple[Column, Column]:
+    """The major-unit amount at the wide parse width (sub-minor digits seen, not rounded) and whether
+    it is of the wrong type. Binary floats go through their shortest decimal text (19.99, not
+    19.989999999999998)."""
+    dtype = arrived.schema["amount"].dataType
+    if isinstance(dtype, (T.FloatType, T.DoubleType)):
+        text = F.col("amount").cast("string")
+        value = F.expr(f"try_cast(CAST(amount AS STRING) AS {_WIDE_AMOUNT})")
+        return value, text.isNotNull() & value.isNull()
+    return _parse(arrived, "amount", _WIDE_AMOUNT)
+
+
 def internal_products(arrived: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
-    """Type and flag arrived internal products (every canonical column a string, plus ``_raw``);
+    """Type and flag arrived internal products (the canonical columns as they arrived, plus ``_raw``);
     ``keep``: columns of ``arrived`` carried through as they are."""
+    active, bad_active = _parse(arrived, "active", "BOOLEAN")
+    deleted_at, bad_deleted = _parse(arrived, "deleted_at", "TIMESTAMP")
+    updated_at, bad_updated = _parse(arrived, "updated_at", "TIMESTAMP")
+    metadata, bad_metadata = _metadata(arrived)
     typed = arrived.select(
         *keep,
-        F.col("product_id"),
-        F.col("name"),
-        F.col("description"),
-        F.expr(_try("active", "BOOLEAN")).alias("active"),
-        F.expr(_try("deleted_at", "TIMESTAMP")).alias("deleted_at"),
-        F.col("tax_code"),
-        F.expr("from_json(metadata, 'map<string,string>')").alias("metadata"),
-        F.expr(_try("updated_at", "TIMESTAMP")).alias("updated_at"),
+        F.col("product_id").cast("string").alias("product_id"),
+        F.col("name").cast("string").alias("name"),
+        F.col("description").cast("string").alias("description"),
+        active.alias("active"),
+        deleted_at.alias("deleted_at"),
+        F.col("tax_code").cast("string").alias("tax_code"),
+        metadata.alias("metadata"),
+        updated_at.alias("updated_at"),
         *LINEAGE_COLS,
         F.col("_raw").alias(RECORD),
         F.coalesce(F.col("_malformed"), F.lit(False)).alias("_malformed"),
-        F.col("active").alias("_in_active"),
-        F.col("deleted_at").alias("_in_deleted_at"),
-        F.col("metadata").alias("_in_metadata"),
-        F.col("updated_at").alias("_in_updated_at"),
+        bad_active.alias("_bad_active"), bad_deleted.alias("_bad_deleted_at"),
+        bad_metadata.alias("_bad_metadata"), bad_updated.alias("_bad_updated_at"),
     )
     rules = [
         Rule("malformed_row", "_malformed"),
         Rule("null_key", "NOT _malformed AND " + _blank("product_id")),
-        Rule("wrong_type:active", _wrong_type("_in_active", "active")),
-        Rule("wrong_type:deleted_at", _wrong_type("_in_deleted_at", "deleted_at")),
-        Rule("wrong_type:updated_at", _wrong_type("_in_updated_at", "updated_at")),
-        Rule("wrong_type:metadata", _wrong_type("_in_metadata", "metadata")),
+        Rule("wrong_type:active", "_bad_active"),
+        Rule("wrong_type:deleted_at", "_bad_deleted_at"),
+        Rule("wrong_type:updated_at", "_bad_updated_at"),
+        Rule("wrong_type:metadata", "_bad_metadata"),
     ]
-    return quarantine.flag(typed, rules).drop("_malformed", "_in_active", "_in_deleted_at", "_in_metadata",
-                                              "_in_updated_at")
+    return quarantine.flag(typed, rules).drop("_malformed", "_bad_active", "_bad_deleted_at", "_bad_metadata",
+                                              "_bad_updated_at")
 
 
 def internal_prices(arrived: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
     """Type and flag arrived internal prices; ``unit_amount`` = amount in the currency's minor units;
     ``keep``: columns of ``arrived`` carried through as they are."""
-    cur = "lower(currency)"  # not trimmed on purpose: "usd " is not a currency code
-    wide = _try("amount", _WIDE_AMOUNT)
+    cur = "lower(CAST(currency AS STRING))"  # not trimmed on purpose: "usd " is not a currency code
     minor = currencies.to_minor_units_expr("_amount_wide", "_currency")
+    wide, bad_amount = _amount(arrived)
+    interval_count, bad_count = _parse(arrived, "interval_count", "INT")
+    active, bad_active = _parse(arrived, "active", "BOOLEAN")
+    updated_at, bad_updated = _parse(arrived, "updated_at", "TIMESTAMP")
     typed = arrived.select(
         *keep,
-        F.col("price_id"),
-        F.col("product_id"),
+        F.col("price_id").cast("string").alias("price_id"),
+        F.col("product_id").cast("string").alias("product_id"),
         F.expr(cur).alias("_currency"),
-        F.expr(wide).alias("_amount_wide"),
-        F.col("interval"),
-        F.expr(_try("interval_count", "INT")).alias("interval_count"),
-        F.expr(_try("active", "BOOLEAN")).alias("active"),
-        F.col("nickname"),
-        F.expr(_try("updated_at", "TIMESTAMP")).alias("updated_at"),
+        wide.alias("_amount_wide"),
+        F.col("interval").cast("string").alias("interval"),
+        interval_count.alias("interval_count"),
+        active.alias("active"),
+        F.col("nickname").cast("string").alias("nickname"),
+        updated_at.alias("updated_at"),
         *LINEAGE_COLS,
         F.col("_raw").alias(RECORD),
         F.coalesce(F.col("_malformed"), F.lit(False)).alias("_malformed"),
-        F.col("amount").alias("_in_amount"),
-        F.col("interval_count").alias("_in_interval_count"),
-        F.col("active").alias("_in_active"),
-        F.col("updated_at").alias("_in_updated_at"),
+        F.col("amount").isNull().alias("_no_amount") if not isinstance(arrived.schema["amount"].dataType, T.StringType)
+        else F.expr(_blank("amount")).alias("_no_amount"),
+        bad_amount.alias("_bad_amount"), bad_count.alias("_bad_interval_count"),
+        bad_active.alias("_bad_active"), bad_updated.alias("_bad_updated_at"),
     ).select(
         "*",
         F.col("_currency").alias("currency"),
@@ -136,19 +180,19 @@ def internal_prices(arrived: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame
         Rule("malformed_row", "_malformed"),
         Rule("null_key", "NOT _malformed AND " + _blank("price_id")),
         Rule("unknown_currency", "_exponent IS NULL"),
-        Rule("missing_amount", _blank("_in_amount")),
-        Rule("wrong_type:amount", _wrong_type("_in_amount", "_amount_wide")),
+        Rule("missing_amount", "_no_amount"),
+        Rule("wrong_type:amount", "_bad_amount"),
         Rule("negative_amount", "_amount_wide < 0"),
         Rule("amount_not_representable", "_minor <> floor(_minor) OR (_exponent = 3 AND pmod(_minor, 10) <> 0)"),
         Rule("amount_out_of_range", "_minor = floor(_minor) AND unit_amount IS NULL"),
         Rule("invalid_interval", f"NOT {_blank('interval')} AND lower(trim(interval)) NOT IN {INTERVALS!r}"),
-        Rule("wrong_type:interval_count", _wrong_type("_in_interval_count", "interval_count")),
-        Rule("wrong_type:active", _wrong_type("_in_active", "active")),
-        Rule("wrong_type:updated_at", _wrong_type("_in_updated_at", "updated_at")),
+        Rule("wrong_type:interval_count", "_bad_interval_count"),
+        Rule("wrong_type:active", "_bad_active"),
+        Rule("wrong_type:updated_at", "_bad_updated_at"),
     ]
     return quarantine.flag(typed, rules).drop(
-        "_currency", "_amount_wide", "_malformed", "_in_amount", "_in_interval_count", "_in_active",
-        "_in_updated_at", "_exponent", "_minor")
+        "_currency", "_amount_wide", "_malformed", "_no_amount", "_bad_amount", "_bad_interval_count", "_bad_active",
+        "_bad_updated_at", "_exponent", "_minor")
 
 
 # -- Stripe side --------------------------------------------------------------------------------

@@ -74,6 +74,11 @@ AMOUNT_TYPE = T.DecimalType(24, 6)
 # prices), then ``_rh`` and ``_hash``; see silver.py. Readers select the columns they need.
 # Silver tables have the Change Data Feed and deletion vectors on (a re-landing MERGEs only changes).
 SILVER_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "true"}
+# Delta collects min/max statistics of the first 32 columns of every file it writes: on wide rows (a
+# JSON string, arrays) that is as costly as the write itself, and the stats serve data skipping only
+# on the columns readers filter by. So each layer names those (measured: a 2M-row bronze write took
+# 19 s with the default, 11 s with one stats column, single core).
+STATS_COLUMNS = {"bronze": "_run_id", "gold": "run_id"}
 SILVER_INTERNAL_PRODUCTS_SCHEMA = T.StructType(
     [
         T.StructField("product_id", T.StringType(), False),
@@ -309,9 +314,28 @@ def version(spark: SparkSession, cfg: Config, name: str) -> int | None:
     return last_commit(spark, cfg, name)[0]
 
 
+def table_properties(name: str, columns: list[str]) -> dict[str, str]:
+    """The ``delta.*`` properties a table (of ``columns``) gets when this job creates it
+    (STATS_COLUMNS, SILVER_PROPERTIES)."""
+    layer = name.partition(".")[0]
+    if layer == "silver":
+        return {**SILVER_PROPERTIES, "delta.dataSkippingNumIndexedCols": "1"}  # the key
+    if STATS_COLUMNS.get(layer) in columns:
+        return {"delta.dataSkippingStatsColumns": STATS_COLUMNS[layer]}
+    return {}
+
+
+def _creating(writer, spark: SparkSession, cfg: Config, name: str, df: DataFrame):
+    """``writer`` with the table's properties when the write creates the table."""
+    if not exists(spark, cfg, name):
+        for key, value in table_properties(name, df.columns).items():
+            writer = writer.option(key, value)
+    return writer
+
+
 def append(spark: SparkSession, cfg: Config, name: str, df: DataFrame, txn: tuple[str, int] | None = None) -> None:
     """Append; with ``txn=(app_id, version)`` a repeat of the same pair is skipped by Delta."""
-    writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
+    writer = _creating(df.write.format("delta").mode("append").option("mergeSchema", "true"), spark, cfg, name, df)
     if txn is not None:
         writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
     writer.save(table_path(cfg, name))
@@ -328,7 +352,7 @@ def overwrite(spark: SparkSession, cfg: Config, name: str, df: DataFrame, metada
     """Replace the table; ``metadata`` (a JSON object) is recorded with the commit, see
     :func:`commit_metadata`; ``properties`` (``delta.*`` table properties) are set on it."""
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-    for key, value in (properties or {}).items():
+    for key, value in {**table_properties(name, df.columns), **(properties or {})}.items():
         writer = writer.option(key, value)
     if metadata:
         writer = writer.option("userMetadata", json.dumps(metadata, sort_keys=True))
@@ -339,7 +363,7 @@ def replace_where(spark: SparkSession, cfg: Config, name: str, df: DataFrame, co
                   partition_by: str | None = None) -> None:
     """Atomically replace the rows matching ``condition`` (e.g. one run's rows) with ``df``."""
     if not exists(spark, cfg, name):
-        writer = df.write.format("delta").mode("append")
+        writer = _creating(df.write.format("delta").mode("append"), spark, cfg, name, df)
         if partition_by:
             writer = writer.partitionBy(partition_by)
         writer.save(table_path(cfg, name))

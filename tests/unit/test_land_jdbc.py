@@ -109,8 +109,8 @@ def test_partitioned_jdbc_read_lands_silver_and_quarantine(spark, make_cfg, pg_t
         ("product", "p2", ("duplicate_key",)),
         ("product", "p2", ("duplicate_key",)),
     ]
-    assert out["products"] == {"rows_in": 3, "landed": 1, "quarantined": 2, "silver_rows": 1}
-    assert out["prices"] == {"rows_in": 5, "landed": 3, "quarantined": 2, "silver_rows": 3}
+    assert out["products"] == {"rows_in": 3, "landed": 1, "quarantined": 2, "silver_rows": 1, "suite_quarantined": 0}
+    assert out["prices"] == {"rows_in": 5, "landed": 3, "quarantined": 2, "silver_rows": 3, "suite_quarantined": 0}
     assert out["paths"]["products"] == f"{URL} table {pg_tables}_products"
 
 

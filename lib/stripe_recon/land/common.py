@@ -348,10 +348,10 @@ def write_snapshot(run: Run, name: str, df: DataFrame, metadata: dict[str, Any])
     key = silver.KEYS[side][entity]
     target = tables.read(spark, cfg, name) if tables.exists(spark, cfg, name) else None
     if target is None or silver.ROW_HASH not in target.columns or target.columns != df.columns:
-        tables.overwrite(spark, cfg, name, df, metadata, properties=tables.SILVER_PROPERTIES)
+        tables.overwrite(spark, cfg, name, df, metadata)
         return tables.version(spark, cfg, name)
     scratch = f"{cfg.storage.root.rstrip('/')}/runs/{run.run_id}/scratch/{name}"
-    df.write.format("delta").mode("overwrite").save(scratch)
+    df.write.format("delta").mode("overwrite").option("delta.dataSkippingNumIndexedCols", "1").save(scratch)
     try:
         source = spark.read.format("delta").load(scratch)
         tables.merge_snapshot(spark, cfg, name, source, key, silver.ROW_HASH, metadata)

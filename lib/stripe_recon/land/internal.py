@@ -184,8 +184,10 @@ def _bronze_of_run(run: Run, plural: str) -> DataFrame:
 
 
 def _arrived(df: DataFrame, entity: str) -> DataFrame:
-    """Every canonical column as a string (absent -> null), ``_raw`` = the input row as JSON,
-    ``_malformed``, ``_rh`` (hash of every input value), lineage."""
+    """Every canonical column as it arrived, under its canonical name (absent -> a null string; a
+    struct or array -> its JSON text), ``_raw`` = the input row as JSON, ``_malformed``, ``_rh``
+    (hash of every input value), lineage. Typed inputs keep their types: canonical types them without
+    a round trip through text."""
     by_lower = _lower_names(df)
     types = {f.name: f.dataType for f in df.schema.fields}
     cols = []
@@ -193,10 +195,11 @@ def _arrived(df: DataFrame, entity: str) -> DataFrame:
         actual = by_lower.get(name)
         if actual is None:
             cols.append(F.lit(None).cast("string").alias(name))
-        elif isinstance(types[actual], (T.MapType, T.StructType, T.ArrayType)):
+        elif isinstance(types[actual], (T.StructType, T.ArrayType)) or (
+                isinstance(types[actual], T.MapType) and name != "metadata"):
             cols.append(F.to_json(F.col(f"`{actual}`")).alias(name))
         else:
-            cols.append(F.col(f"`{actual}`").cast("string").alias(name))
+            cols.append(F.col(f"`{actual}`").alias(name))
     inputs = list(by_lower.values()) + ([CORRUPT] if CORRUPT in df.columns else [])
     raw = F.to_json(F.struct(*[F.col(f"`{c}`") for c in by_lower.values()]))
     if CORRUPT in df.columns:  # a malformed CSV line: keep the line itself as the record
