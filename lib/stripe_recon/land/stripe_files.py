@@ -25,14 +25,16 @@ from pyspark.sql import functions as F
 
 from .. import canonical, quarantine, tables
 from ..errors import InputError
+from ..guard import refuse_empty_stripe
 from ..ledger import Run
 from .common import (
     CacheScope,
     EntitySpec,
+    bronze_and_count,
     check_path,
-    land_entity,
     ledger_counts,
     lineage,
+    publish,
     read_input,
     write_quarantine,
 )
@@ -74,12 +76,13 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
                                               F.when(is_bad, F.col(canonical.RECORD)).alias(canonical.RECORD)))
             ok, bad = quarantine.split(parsed)
             result: dict[str, Any] = {}
-            frames = []
-            for plural, spec in (("products", PRODUCTS), ("prices", PRICES)):
+            flagged = {}
+            specs = (("products", PRODUCTS), ("prices", PRICES))
+            for plural, spec in specs:
                 bronze = ok.filter(F.col("object") == spec.entity).select(*canonical.STRIPE_BRONZE_COLUMNS)
-                counts, rejects = land_entity(run, spec, bronze, source="stripe", cache=cache)
-                result[plural] = counts
-                frames.append(rejects)
+                result[plural], flagged[plural] = bronze_and_count(run, spec, bronze, cache)
+            refuse_empty_stripe(result, path, src.allow_empty)  # before silver is touched
+            frames = [publish(run, spec, flagged[plural], "stripe") for plural, spec in specs]
             frames.append(
                 quarantine.to_quarantine_rows(
                     run.run_id, bad, stage="land", source="stripe", entity="unknown", key_col="id",
