@@ -71,8 +71,8 @@ class Claims:
         return [Holder(r["token"], r["run_id"], "push", r["host"], r["pid"], r["claimed_ms"],
                        with_heartbeat(self.spark, self.cfg, r["token"], r["claimed_ms"])) for r in rows]
 
-    def take(self, ids: DataFrame) -> None:
-        """Claim ``ids`` (a frame of ``correction_id``) except those a live push holds.
+    def take(self, ids: DataFrame, n: int | None = None) -> None:
+        """Claim ``ids`` (a frame of ``n`` distinct ``correction_id``) except those a live push holds.
 
         The first MERGE takes what nobody claims; only when some ids are claimed elsewhere are their
         claimers looked at, and a second MERGE takes over those of stale or dead claimers."""
@@ -84,15 +84,23 @@ class Claims:
                   "pid": F.lit(os.getpid()).cast("int"), "claimed_at": F.current_timestamp()}
         free = [self.token]
 
-        def merge() -> None:
-            (self._table().alias("t").merge(source.alias("s"), "t.correction_id = s.correction_id")
-             .whenMatchedUpdate(condition=F.col("t.token").isin(free), set=values)
-             .whenNotMatchedInsert(values={"correction_id": F.col("s.correction_id"), **values})
-             .execute())
+        def merge() -> int | None:
+            """The MERGE; the corrections it claimed, from its metrics (None: this Delta does not say)."""
+            metrics = (self._table().alias("t").merge(source.alias("s"), "t.correction_id = s.correction_id")
+                       .whenMatchedUpdate(condition=F.col("t.token").isin(free), set=values)
+                       .whenNotMatchedInsert(values={"correction_id": F.col("s.correction_id"), **values})
+                       .execute())
+            if metrics is None or "num_inserted_rows" not in metrics.columns:
+                return None
+            row = metrics.first()  # one metrics row
+            return int(row["num_updated_rows"]) + int(row["num_inserted_rows"])
 
         for _ in range(2):
-            retry_conflicts(merge, "push claim")
-            self._count(source)
+            claimed = retry_conflicts(merge, "push claim")
+            if claimed is None or n is None:
+                self._count(source)
+            else:
+                self.claimed, self.elsewhere = claimed, n - claimed
             if not self.elsewhere:
                 break
             gone = [h for h in self._claimers()
@@ -104,6 +112,7 @@ class Claims:
                             h.state(self.cfg.lease.timeout_seconds))
             free += [h.token for h in gone]
         if self.elsewhere:
+            self._holders(source)
             log.warning("%d pending corrections are claimed by another live push (%s): this push leaves them alone",
                         self.elsewhere, ", ".join(f"run {h['run_id']} on {h['host']} pid {h['pid']}"
                                                   for h in self.holders))
@@ -115,12 +124,13 @@ class Claims:
                     F.count_if(F.col("c.token") != F.lit(self.token)).alias("elsewhere"))
                .first())  # two counts
         self.claimed, self.elsewhere = int(row["mine"] or 0), int(row["elsewhere"] or 0)
-        self.holders = []
-        if self.elsewhere:
-            others = (claims.where(F.col("token") != F.lit(self.token)).join(source, "correction_id", "left_semi")
-                      .groupBy("run_id", "host", "pid").agg(F.count("*").alias("n")).collect())  # per claimer
-            self.holders = [{"run_id": r["run_id"], "host": r["host"], "pid": r["pid"], "corrections": int(r["n"])}
-                            for r in others]
+
+    def _holders(self, source: DataFrame) -> None:
+        others = (tables.read(self.spark, self.cfg, tables.CONTROL_PUSH_CLAIMS)
+                  .where(F.col("token") != F.lit(self.token)).join(source, "correction_id", "left_semi")
+                  .groupBy("run_id", "host", "pid").agg(F.count("*").alias("n")).collect())  # one row per claimer
+        self.holders = [{"run_id": r["run_id"], "host": r["host"], "pid": r["pid"], "corrections": int(r["n"])}
+                        for r in others]
 
     def mine(self) -> DataFrame:
         """``correction_id`` of every correction this push claims."""

@@ -224,12 +224,6 @@ class Heartbeat(threading.Thread):
 
 # -- the lease table ---------------------------------------------------------------------------
 
-def _table(spark: SparkSession, cfg: Config) -> Any:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, tables.table_path(cfg, tables.CONTROL_LEASE))
-
-
 def ensure_table(spark: SparkSession, cfg: Config, name: str, rows: list[tuple], schema: Any) -> None:
     """Create a control table with ``rows`` unless it exists; a concurrent creator winning is fine."""
     if tables.exists(spark, cfg, name):
@@ -258,10 +252,24 @@ def read_holder(spark: SparkSession, cfg: Config) -> Holder | None:
                   with_heartbeat(spark, cfg, row["token"], row["heartbeat_ms"]))
 
 
-def _swap(spark: SparkSession, cfg: Config, expected: str | None, values: dict[str, Any]) -> None:
-    """The conditional write: set ``values`` on the row whose token is still ``expected``."""
-    cond = F.col("token").isNull() if expected is None else F.col("token") == F.lit(expected)
-    _table(spark, cfg).update(condition=cond, set=values)
+def sql_literal(value: Any) -> str:
+    """A Spark SQL literal for a str / int / None (strings escaped for the default parser)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _swap(spark: SparkSession, cfg: Config, expected: str | None, values: dict[str, str]) -> bool | None:
+    """The conditional write: set ``values`` (SQL expressions) on the row whose token is still
+    ``expected``. True/False: whether it changed the row (None: this Delta does not say)."""
+    path = tables.table_path(cfg, tables.CONTROL_LEASE).replace("`", "``")
+    cond = "token IS NULL" if expected is None else f"token = {sql_literal(expected)}"
+    sets = ", ".join(f"{k} = {v}" for k, v in values.items())
+    result = spark.sql(f"UPDATE delta.`{path}` SET {sets} WHERE {cond}")
+    row = result.first() if "num_affected_rows" in result.columns else None  # one metrics row
+    return None if row is None else int(row["num_affected_rows"]) > 0
 
 
 def held_message(cfg: Config, holder: Holder) -> str:
@@ -290,8 +298,7 @@ class Lease:
         """Free the lease if it is still ours (a lease broken meanwhile is left to its new holder)."""
         if self.heartbeat is not None:
             self.heartbeat.stop()
-        retry_conflicts(lambda: _swap(self.spark, self.cfg, self.token, {"token": F.lit(None).cast("string")}),
-                        "lease release")
+        retry_conflicts(lambda: _swap(self.spark, self.cfg, self.token, {"token": "NULL"}), "lease release")
 
 
 def take(spark: SparkSession, cfg: Config, run_id: str, command: str) -> Lease:
@@ -302,22 +309,22 @@ def take(spark: SparkSession, cfg: Config, run_id: str, command: str) -> Lease:
     ensure_table(spark, cfg, tables.CONTROL_LEASE, [(None,) * len(tables.LEASE_SCHEMA)], tables.LEASE_SCHEMA)
     token = uuid.uuid4().hex
     values = {
-        "token": F.lit(token), "run_id": F.lit(run_id), "command": F.lit(command), "host": F.lit(HOST),
-        "pid": F.lit(os.getpid()).cast("int"), "started_at": F.current_timestamp(),
-        "heartbeat_at": F.current_timestamp(),
+        "token": sql_literal(token), "run_id": sql_literal(run_id), "command": sql_literal(command),
+        "host": sql_literal(HOST), "pid": sql_literal(os.getpid()), "started_at": "current_timestamp()",
+        "heartbeat_at": "current_timestamp()",
     }
     expected: str | None = None  # optimistic: a root's lease is usually free
     for _ in range(MAX_CONFLICT_RETRIES):
         try:
-            _swap(spark, cfg, expected, values)
+            swapped = _swap(spark, cfg, expected, values)
         except Exception as exc:
             if not is_conflict(exc):
                 raise
             log.debug("lease take lost a Delta commit race (%s); trying again", type(exc).__name__)
             time.sleep(random.uniform(0.05, 0.3))
             continue
-        holder = read_holder(spark, cfg)
-        if holder is not None and holder.token == token:
+        holder = None if swapped else read_holder(spark, cfg)
+        if swapped or (holder is not None and holder.token == token):
             lease = Lease(spark, cfg, token, run_id, Heartbeat(spark, cfg, token))
             lease.heartbeat.start()
             return lease
@@ -353,5 +360,5 @@ def break_lease(spark: SparkSession, cfg: Config) -> Holder | None:
     holder = read_holder(spark, cfg)
     if holder is None:
         return None
-    retry_conflicts(lambda: _swap(spark, cfg, holder.token, {"token": F.lit(None).cast("string")}), "lease break")
+    retry_conflicts(lambda: _swap(spark, cfg, holder.token, {"token": "NULL"}), "lease break")
     return holder

@@ -540,7 +540,7 @@ def push(run: Any, dry_run: bool = False, approve: str | None = None, force: boo
             claims = Claims(spark, cfg, run.run_id)
         try:
             if claims is not None:
-                claims.take(corr.filter(F.col("status").isin(statuses)))
+                claims.take(corr.filter(F.col("status").isin(statuses)), sum(before.get(k, 0) for k in statuses))
                 # read again after claiming: a push that ended meanwhile merged its statuses first
                 corr = tables.read(spark, cfg, tables.GOLD_CORRECTIONS).filter(F.col("plan_hash") == h)
                 before = _status_counts(corr)
