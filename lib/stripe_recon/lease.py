@@ -65,10 +65,15 @@ class LeaseHeldError(ReconError):
     """Another live writer holds the storage root (exit 1); the message names it and the way out."""
 
 
+def conflict_name(exc: BaseException) -> str | None:
+    """The Delta conflict ``exc`` is (e.g. ``ConcurrentAppendException``), None if it is none."""
+    text = f"{type(exc).__name__} {str(exc)[:2000]}"
+    return next((name for name in CONFLICTS if name in text), None)
+
+
 def is_conflict(exc: BaseException) -> bool:
     """True for a Delta commit that lost against a concurrent commit (retry it)."""
-    text = f"{type(exc).__name__} {str(exc)[:2000]}"
-    return any(name in text for name in CONFLICTS)
+    return conflict_name(exc) is not None
 
 
 def retry_conflicts(fn: Callable[[], T], what: str) -> T:
@@ -80,7 +85,7 @@ def retry_conflicts(fn: Callable[[], T], what: str) -> T:
         except Exception as exc:
             if not is_conflict(exc) or attempt == MAX_CONFLICT_RETRIES:
                 raise
-            log.debug("%s lost a Delta commit race (%s); retrying", what, type(exc).__name__)
+            log.debug("%s lost a Delta commit race (%s); retrying", what, conflict_name(exc))
             time.sleep(random.uniform(0.05, 0.3) * min(attempt, 5))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -204,7 +209,9 @@ class Heartbeat(threading.Thread):
         self.last_ok = time.monotonic()
 
     def run(self) -> None:  # noqa: D102 - Thread API
-        while not self._stop_event.wait(self.cfg.lease.heartbeat_seconds):
+        wait = 0.0  # the first beat at once: the file shows the holder from the start
+        while not self._stop_event.wait(wait):
+            wait = self.cfg.lease.heartbeat_seconds
             try:
                 beat(self.spark, self.cfg, self.token)
                 self.last_ok = time.monotonic()
@@ -320,7 +327,7 @@ def take(spark: SparkSession, cfg: Config, run_id: str, command: str) -> Lease:
         except Exception as exc:
             if not is_conflict(exc):
                 raise
-            log.debug("lease take lost a Delta commit race (%s); trying again", type(exc).__name__)
+            log.debug("lease take lost a Delta commit race (%s); trying again", conflict_name(exc))
             time.sleep(random.uniform(0.05, 0.3))
             continue
         holder = None if swapped else read_holder(spark, cfg)

@@ -72,6 +72,21 @@ def test_stripe_snapshot_shrink_holds(spark, cfg):
                          "land_stripe run): an incomplete export would make the plan create what it lost"]
 
 
+def test_a_stripe_side_with_no_products_or_no_prices_is_refused_unless_allowed():
+    import pytest
+
+    from stripe_recon.errors import InputError
+    from stripe_recon.guard import refuse_empty_stripe
+
+    full = {"products": {"rows_in": 3}, "prices": {"rows_in": 5}}
+    refuse_empty_stripe(full, "x.jsonl", allow_empty=False)
+    with pytest.raises(InputError, match=r"^Stripe input x.jsonl holds no prices: .* --allow-empty"):
+        refuse_empty_stripe({**full, "prices": {"rows_in": 0}}, "x.jsonl", allow_empty=False)
+    with pytest.raises(InputError, match=r"^Stripe input x.jsonl holds no products and no prices:"):
+        refuse_empty_stripe({}, "x.jsonl", allow_empty=False)
+    refuse_empty_stripe({}, "x.jsonl", allow_empty=True)
+
+
 # -- through the CLI: an empty Stripe export is refused, a shrunk one holds the plan --------------
 
 T0 = 1_767_225_600
@@ -126,9 +141,6 @@ def test_cli_empty_stripe_export_is_refused_and_a_shrunk_one_holds_the_plan(spar
     assert err == [f"recon: Stripe input {empty} holds no products and no prices: against a full internal catalog "
                    "the plan would create everything again. Fix the export, or pass --allow-empty "
                    "(sources.stripe.allow_empty=true) if the Stripe account really has none."]
-    only_products = _export(tmp_path / "products.jsonl", [o for o in _stripe_objects(4) if o["object"] == "product"])
-    assert recon("land", "stripe", "--from-files", only_products) == 1
-    assert "holds no prices:" in capsys.readouterr().err
     # refused before silver was touched: the full landing is still what detect sees
     assert tables.read(spark, cfg, tables.SILVER_STRIPE_PRODUCTS).count() == 4
     assert tables.read(spark, cfg, tables.SILVER_STRIPE_PRICES).count() == 4
