@@ -232,15 +232,20 @@ class Heartbeat(threading.Thread):
 # -- the lease table ---------------------------------------------------------------------------
 
 def ensure_table(spark: SparkSession, cfg: Config, name: str, rows: list[tuple], schema: Any) -> None:
-    """Create a control table with ``rows`` unless it exists; a concurrent creator winning is fine."""
+    """Create a control table with ``rows`` unless it exists; a concurrent creator winning is fine.
+
+    Two processes creating it at once: the loser's commit of version 0 fails with
+    ``ProtocolChangedException`` (tests/chaos shows it), and its cached Delta log may still say "no
+    table" for a moment, so a conflict itself is taken as proof that the table now exists."""
     if tables.exists(spark, cfg, name):
         return
     try:
         spark.createDataFrame(rows, schema).write.format("delta").mode("errorifexists") \
             .save(tables.table_path(cfg, name))
-    except Exception:
-        if not tables.exists(spark, cfg, name):
+    except Exception as exc:
+        if not is_conflict(exc) and not tables.exists(spark, cfg, name):
             raise
+        log.debug("%s was created by a concurrent writer (%s)", name, conflict_name(exc) or type(exc).__name__)
 
 
 def read_holder(spark: SparkSession, cfg: Config) -> Holder | None:

@@ -5,7 +5,8 @@ copies of the same storage root: once cleanly to a fault-free emulator (the refe
 to an emulator injecting 5xx errors, 429s and lost responses (``recon stripe-emulator --faults ...
 --fault-seed N``), where the push is
 
-1. SIGKILLed at seeded points and resumed (each resume takes over the dead holder's lease at once);
+1. SIGKILLed at two seeded points and resumed (each resume takes over the dead holder's lease and
+   claims at once);
 2. run twice at once with the lease broken in between: the second push takes the lease but none
    of the corrections the first one claimed (it sends nothing), then the first is SIGKILLed;
 3. started together with `recon land internal` and `recon report`: exactly one writer runs, the
@@ -260,6 +261,13 @@ def read_delta(path: Path) -> list[dict]:
     return [row for f in sorted(live) for row in pq.read_table(path / f).to_pylist()]
 
 
+def kill_after(emu: Emulator, seq: int, writes: int, proc: subprocess.Popen, log: Path) -> None:
+    """SIGKILL ``proc`` once the emulator has applied ``writes`` writes since journal entry ``seq``."""
+    wait_for(lambda: emu.writes_since(seq) >= writes or proc.poll() is not None, f"{writes} writes")
+    assert proc.poll() is None, log.read_text()[-3000:]
+    kill(proc)
+
+
 def wait_for(cond, what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -307,20 +315,21 @@ def test_chaos_kills_concurrency_and_replay_leave_the_account_right(tmp_path):
         ref_push = start(recon_cmd(ref_root, ref.url, "push"), logs / "push-ref.log")
 
         seq0 = emu.journal()[-1]["seq"]
-        first_kill = rng.randint(max(2, n // 10), max(3, n // 3))
+        kill_at = [rng.randint(max(2, n // 10), max(3, n // 4))]
+        kill_at.append(rng.randint(kill_at[0] + 3, max(kill_at[0] + 4, n // 2)))
 
-        # 1. SIGKILL a push at a seeded point, then 2. two pushes at once with the lease broken between
-        proc = start(recon_cmd(root, emu.url, "push"), logs / "push-kill1.log")
-        wait_for(lambda: emu.writes_since(seq0) >= first_kill or proc.poll() is not None, "the first kill point")
-        assert proc.poll() is None, (logs / "push-kill1.log").read_text()[-3000:]
-        kill(proc)
-        figures["kills"] += 1
-        assert_no_duplicates(emu.objects(), seeded)
+        # 1. SIGKILL the push at two seeded points (cumulative writes), each time resuming it
+        for i, at in enumerate(kill_at, 1):
+            kill_after(emu, seq0, at, start(recon_cmd(root, emu.url, "push"), logs / f"push-kill{i}.log"),
+                       logs / f"push-kill{i}.log")
+            figures["kills"] += 1
+            assert_no_duplicates(emu.objects(), seeded)
         code, ref_summary = finish(ref_push)
         assert code == 0 and ref_summary["failed"] == 0, (logs / "push-ref.log").read_text()[-3000:]
         ref_objs = ref.objects()
         assert_no_duplicates(ref_objs, seeded)
 
+        # 2. two pushes at once with the lease broken between them, then the first one SIGKILLed
         seq_a = emu.journal()[-1]["seq"]
         slow = start(recon_cmd(root, emu.url, "push", rate=1), logs / "push-a.log")
         wait_for(lambda: emu.writes_since(seq_a) >= 1 or slow.poll() is not None, "push A's first write")
@@ -393,13 +402,14 @@ def test_one_of_three_processes_takes_the_lease_and_the_losers_conflict(tmp_path
     conflict it lost (ConcurrentAppendException: the winner rewrote the one file its UPDATE read)."""
     roots = [str(tmp_path / f"root{i}") for i in range(3)]
     at = time.time() + 75  # time for three JVMs to start on a busy machine
+    logs = {name: tmp_path / f"taker-{name}.log" for name in ("a", "b", "c")}
     procs = [subprocess.Popen([sys.executable, str(REPO / "tests" / "chaos" / "lease_taker.py"), name, str(at), *roots],
-                              env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for name in ("a", "b", "c")]
+                              env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=logs[name].open("w"), text=True)
+             for name in logs]
     results = []
-    for p in procs:
+    for name, p in zip(logs, procs, strict=True):
         out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0
+        assert p.returncode == 0, logs[name].read_text()[-3000:]
         results += [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
     assert len(results) == 9
     conflicts: collections.Counter = collections.Counter()
