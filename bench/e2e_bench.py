@@ -41,7 +41,6 @@ from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_bench import PeakRss  # noqa: E402
-
 from stripe_recon import currencies, tables  # noqa: E402
 from stripe_recon.config import load_config  # noqa: E402
 from stripe_recon.errors import HeldError  # noqa: E402

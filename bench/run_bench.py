@@ -35,11 +35,12 @@ from pyspark.sql import functions as F
 
 from stripe_recon import tables
 from stripe_recon.config import load_config
-from stripe_recon.detect import detect, stripe_price_key, stripe_product_key
+from stripe_recon.detect import detect
 from stripe_recon.generate import generate
 from stripe_recon.land.internal import land_internal
 from stripe_recon.land.stripe_files import land_stripe_files
 from stripe_recon.ledger import Run
+from stripe_recon.records import stripe_key
 from stripe_recon.spark import get_spark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,8 +135,8 @@ def main() -> int:
         print("silver rows:", sizes, flush=True)
 
         def floor() -> int:
-            a = ip.select(F.col("product_id").alias("k")).join(sp.select(stripe_product_key(cfg).alias("k")), "k", "full_outer").count()
-            b = ipr.select(F.col("price_id").alias("k")).join(spr.select(stripe_price_key(cfg).alias("k")), "k", "full_outer").count()
+            a = ip.select(F.col("product_id").alias("k")).join(sp.select(stripe_key(cfg, "product").alias("k")), "k", "full_outer").count()
+            b = ipr.select(F.col("price_id").alias("k")).join(spr.select(stripe_key(cfg, "price").alias("k")), "k", "full_outer").count()
             return a + b
 
         floor()  # warm-up (JIT, Delta log and file caches): every timed phase below runs warm
@@ -157,10 +158,10 @@ def main() -> int:
             p1 = ip.select(F.col("product_id").alias("key"), "name", "description",
                            (F.coalesce("active", F.lit(True)) & F.col("deleted_at").isNull()).alias("active"),
                            "tax_code", meta("metadata").alias("metadata"))
-            p2 = sp.select(stripe_product_key(cfg).alias("key"), "name", "description", "active", "tax_code",
+            p2 = sp.select(stripe_key(cfg, "product").alias("key"), "name", "description", "active", "tax_code",
                            meta("metadata").alias("metadata"))
             q1 = ipr.select(F.col("price_id").alias("key"), "unit_amount", "currency", "interval", "interval_count", "active", "nickname")
-            q2 = spr.select(stripe_price_key(cfg).alias("key"), "unit_amount", "currency", "interval", "interval_count", "active", "nickname")
+            q2 = spr.select(stripe_key(cfg, "price").alias("key"), "unit_amount", "currency", "interval", "interval_count", "active", "nickname")
             return [(p1, p2), (q1, q2)]
 
         def plain_join() -> int:

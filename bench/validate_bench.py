@@ -47,7 +47,7 @@ def build(spark, cfg, n: int, bad_ratio: float, only: str | None = None, foreign
     """Write the four silver tables (or only the one named ``only``) as land writes them: with detect's
     stored fingerprints and the commit metadata naming them and the unique key. ``foreign``: as any
     other tool would (plain overwrite, no metadata), so detect and the gate check everything."""
-    from stripe_recon.detect import silver_with_fingerprint
+    from stripe_recon import silver as silver_mod
 
     r = spark.range(n)
     bad_every = max(1, int(1 / bad_ratio)) if bad_ratio > 0 else 0
@@ -72,7 +72,7 @@ def build(spark, cfg, n: int, bad_ratio: float, only: str | None = None, foreign
         "'txcd_10000000' AS tax_code",
         "map('internal_id', concat('P', id), 'color', 'red', 'size', CAST(id % 5 AS STRING)) AS metadata",
         "concat('price_', id) AS default_price", "false AS livemode", f"{ts} AS created", f"{ts} AS updated",
-        "false AS is_deleted", "'{}' AS raw", *LINEAGE,
+        "false AS is_deleted", *LINEAGE,
     )
     sprices = r.selectExpr(
         "concat('price_', id) AS id", "concat('prod_', id) AS product", "concat('PR', id) AS lookup_key",
@@ -80,7 +80,7 @@ def build(spark, cfg, n: int, bad_ratio: float, only: str | None = None, foreign
         "CASE WHEN id % 2 = 0 THEN 'recurring' ELSE 'one_time' END AS type",
         "CASE WHEN id % 2 = 0 THEN 'month' END AS interval", "CASE WHEN id % 2 = 0 THEN 1 END AS interval_count",
         "true AS active", "CAST(NULL AS STRING) AS nickname", "map() AS metadata", "false AS livemode",
-        f"{ts} AS created", "false AS is_deleted", "'{}' AS raw", *LINEAGE,
+        f"{ts} AS created", "false AS is_deleted", *LINEAGE,
     )
     for name, df, schema in [
         (tables.SILVER_INTERNAL_PRODUCTS, products, tables.SILVER_INTERNAL_PRODUCTS_SCHEMA),
@@ -93,7 +93,11 @@ def build(spark, cfg, n: int, bad_ratio: float, only: str | None = None, foreign
         cols = [f"CAST(`{f.name}` AS {f.dataType.simpleString()}) AS `{f.name}`" for f in schema.fields]
         silver, metadata = df.selectExpr(*cols).repartition(4), None
         if not foreign:
-            silver, metadata = silver_with_fingerprint(spark, cfg, name, silver)
+            products = version = None
+            if name == tables.SILVER_STRIPE_PRICES:
+                products = tables.read(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
+                version = tables.version(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
+            silver, metadata = silver_mod.derive(spark, cfg, name, silver, products=products, products_version=version)
             metadata = {**metadata, "unique": [KEYS[name]]}
         tables.overwrite(spark, cfg, name, silver, metadata)
 

@@ -33,14 +33,19 @@ def _test_config(root: Path, *overrides: str) -> Config:
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory, request):
-    from stripe_recon.spark import get_spark, hadoop_aws_package
+    from stripe_recon.spark import get_spark, hadoop_aws_package, kafka_package
 
-    overrides = []
     # A test module that sets NEEDS_HADOOP_AWS = True (s3a:// on the moto server) gets hadoop-aws on
-    # the one shared session; jars can only be added at session start, so decide from what was collected.
-    if any(getattr(getattr(item, "module", None), "NEEDS_HADOOP_AWS", False) for item in request.session.items):
+    # the one shared session, NEEDS_KAFKA = True the Kafka source; jars can only be added at session
+    # start, so decide from what was collected.
+    def needed(flag: str) -> bool:
+        return any(getattr(getattr(item, "module", None), flag, False) for item in request.session.items)
+
+    extra = [p for flag, p in (("NEEDS_HADOOP_AWS", hadoop_aws_package), ("NEEDS_KAFKA", kafka_package)) if needed(flag)]
+    overrides = []
+    if extra:
         base = _test_config(REPO).spark.extra_packages
-        overrides.append(f"spark.extra_packages={[*base, hadoop_aws_package()]}")
+        overrides.append(f"spark.extra_packages={[*base, *(p() for p in extra)]}")
     cfg = _test_config(tmp_path_factory.mktemp("spark"), *overrides)
     session = get_spark(cfg)
     yield session

@@ -1,19 +1,20 @@
-"""Bronze -> silver normalisation of both sides, as Spark SQL expressions only (no UDFs, no collect).
+"""Arrived records -> typed, flagged rows, as Spark SQL expressions only (no UDFs, no collect).
 
-Every function here is pure: a bronze frame in, a *flagged* frame out. The flagged frame holds the
-silver columns of ``tables.py`` plus ``_reasons`` (array of broken rule names, see quarantine.py) and
-``_record`` (the row as it arrived, for ``gold.quarantine``). The land stage splits it into silver
-rows and quarantined rows, so ``input rows = landed + quarantined`` by construction.
+Every function here is pure: a frame of records as they arrived in, a *flagged* frame out. The
+flagged frame holds the silver columns of ``tables.py`` (typed), ``_reasons`` (array of the names of
+the row rules a record breaks, see quarantine.py) and ``_record`` (the record as it arrived, for
+``gold.quarantine``). Rules that need more than one row (a repeated key, the latest version of a
+Stripe id) are not here: land decides them with narrow aggregations (land/common.py), so no
+whole-row window or shuffle is ever needed to flag a record.
 
 Example::
 
-    flagged = internal_prices(bronze_prices)          # bronze: every input column as a string
+    flagged = internal_prices(arrived_prices)         # arrived: every input column as a string
     valid, rejected = quarantine.split(flagged)
-    silver = valid.select(*silver_columns(tables.SILVER_INTERNAL_PRICES_SCHEMA))
 
 Reason names (gold.quarantine.reasons): ``malformed_row`` (a CSV line with more or fewer fields
 than the header; the record is the line), ``null_key``, ``duplicate_key`` (every row of a key that
-occurs more than once internally), ``malformed_json``, ``not_airbyte_record``, ``unknown_object``,
+occurs more than once internally; land), ``malformed_json``, ``not_airbyte_record``, ``unknown_object``,
 ``unknown_currency`` (the code lower-cased, NOT trimmed, must be in currencies.EXPONENTS),
 ``missing_amount``, ``negative_amount``, ``amount_not_representable`` (not a whole number of minor
 units, or a three-decimal currency whose last minor digit is not 0, which Stripe rejects),
@@ -32,6 +33,8 @@ from .quarantine import Rule
 
 LINEAGE_COLS = ["_run_id", "_source", "_source_file", "_ingested_at"]
 RECORD = "_record"
+# The entity a Stripe line holds ('product', 'price', or 'unknown' for lines that are neither).
+ENTITY = "_entity"
 
 INTERNAL_PRODUCT_COLUMNS = ["product_id", "name", "description", "active", "deleted_at", "tax_code", "metadata", "updated_at"]
 INTERNAL_PRICE_COLUMNS = [
@@ -42,8 +45,6 @@ INTERNAL_REQUIRED = {"product": ["product_id"], "price": ["price_id", "product_i
 INTERVALS = ("day", "week", "month", "year")
 # Internal major-unit amounts are parsed at this width first, so sub-minor digits are seen, not rounded.
 _WIDE_AMOUNT = "DECIMAL(30,12)"
-# Bronze columns of the Stripe side (one table per object type).
-STRIPE_BRONZE_COLUMNS = ["id", "object", "raw", "is_deleted", "_airbyte_raw_id", "_airbyte_extracted_at", *LINEAGE_COLS]
 
 
 def silver_columns(schema: T.StructType) -> list[Column]:
@@ -64,16 +65,14 @@ def _wrong_type(raw_col: str, parsed_col: str) -> str:
     return f"(NOT {_blank(raw_col)} AND {parsed_col} IS NULL)"
 
 
-def _flag(df: DataFrame, rules: list[Rule]) -> DataFrame:
-    return quarantine.flag(df, rules)
-
-
 # -- internal side ------------------------------------------------------------------------------
 
 
-def internal_products(bronze: DataFrame) -> DataFrame:
-    """Flag and type bronze internal products (every canonical column a string, plus ``_raw``)."""
-    typed = bronze.select(
+def internal_products(arrived: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
+    """Type and flag arrived internal products (every canonical column a string, plus ``_raw``);
+    ``keep``: columns of ``arrived`` carried through as they are."""
+    typed = arrived.select(
+        *keep,
         F.col("product_id"),
         F.col("name"),
         F.col("description"),
@@ -89,26 +88,27 @@ def internal_products(bronze: DataFrame) -> DataFrame:
         F.col("deleted_at").alias("_in_deleted_at"),
         F.col("metadata").alias("_in_metadata"),
         F.col("updated_at").alias("_in_updated_at"),
-        F.expr("count(1) OVER (PARTITION BY product_id)").alias("_key_count"),
     )
     rules = [
         Rule("malformed_row", "_malformed"),
         Rule("null_key", "NOT _malformed AND " + _blank("product_id")),
-        Rule("duplicate_key", "product_id IS NOT NULL AND _key_count > 1"),
         Rule("wrong_type:active", _wrong_type("_in_active", "active")),
         Rule("wrong_type:deleted_at", _wrong_type("_in_deleted_at", "deleted_at")),
         Rule("wrong_type:updated_at", _wrong_type("_in_updated_at", "updated_at")),
         Rule("wrong_type:metadata", _wrong_type("_in_metadata", "metadata")),
     ]
-    return _flag(typed, rules)
+    return quarantine.flag(typed, rules).drop("_malformed", "_in_active", "_in_deleted_at", "_in_metadata",
+                                              "_in_updated_at")
 
 
-def internal_prices(bronze: DataFrame) -> DataFrame:
-    """Flag and type bronze internal prices; ``unit_amount`` = amount in the currency's minor units."""
+def internal_prices(arrived: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
+    """Type and flag arrived internal prices; ``unit_amount`` = amount in the currency's minor units;
+    ``keep``: columns of ``arrived`` carried through as they are."""
     cur = "lower(currency)"  # not trimmed on purpose: "usd " is not a currency code
     wide = _try("amount", _WIDE_AMOUNT)
     minor = currencies.to_minor_units_expr("_amount_wide", "_currency")
-    typed = bronze.select(
+    typed = arrived.select(
+        *keep,
         F.col("price_id"),
         F.col("product_id"),
         F.expr(cur).alias("_currency"),
@@ -125,7 +125,6 @@ def internal_prices(bronze: DataFrame) -> DataFrame:
         F.col("interval_count").alias("_in_interval_count"),
         F.col("active").alias("_in_active"),
         F.col("updated_at").alias("_in_updated_at"),
-        F.expr("count(1) OVER (PARTITION BY price_id)").alias("_key_count"),
     ).select(
         "*",
         F.col("_currency").alias("currency"),
@@ -136,7 +135,6 @@ def internal_prices(bronze: DataFrame) -> DataFrame:
     rules = [
         Rule("malformed_row", "_malformed"),
         Rule("null_key", "NOT _malformed AND " + _blank("price_id")),
-        Rule("duplicate_key", "price_id IS NOT NULL AND _key_count > 1"),
         Rule("unknown_currency", "_exponent IS NULL"),
         Rule("missing_amount", _blank("_in_amount")),
         Rule("wrong_type:amount", _wrong_type("_in_amount", "_amount_wide")),
@@ -148,16 +146,31 @@ def internal_prices(bronze: DataFrame) -> DataFrame:
         Rule("wrong_type:active", _wrong_type("_in_active", "active")),
         Rule("wrong_type:updated_at", _wrong_type("_in_updated_at", "updated_at")),
     ]
-    return _flag(typed, rules)
+    return quarantine.flag(typed, rules).drop(
+        "_currency", "_amount_wide", "_malformed", "_in_amount", "_in_interval_count", "_in_active",
+        "_in_updated_at", "_exponent", "_minor")
 
 
 # -- Stripe side --------------------------------------------------------------------------------
 
-_LINE_SCHEMA = (
-    "id string, object string, _airbyte_data string, _airbyte_raw_id string, _airbyte_extracted_at string, "
-    "_airbyte_emitted_at string, is_deleted string, _corrupt_record string"
+# The fields read from a Stripe object, products' and prices' together: every line is parsed ONCE,
+# whatever it holds. Strings throughout: a field holding another JSON type arrives as its JSON text,
+# so a wrong type is seen (and quarantined) instead of nulling the whole record.
+_OBJECT_FIELDS = (
+    "id", "object", "name", "description", "active", "tax_code", "metadata", "default_price", "livemode",
+    "created", "updated", "deleted", "product", "lookup_key", "currency", "unit_amount", "type", "recurring",
+    "nickname", "is_deleted",
 )
-_OBJECT_SCHEMA = "id string, object string, is_deleted string, _corrupt_record string"
+_OBJECT_SCHEMA = ", ".join(f"{f} string" for f in _OBJECT_FIELDS) + ", _corrupt_record string"
+_LINE_SCHEMA = (
+    ", ".join(f"{f} string" for f in _OBJECT_FIELDS)
+    + ", _airbyte_data string, _airbyte_raw_id string, _airbyte_extracted_at string, _airbyte_emitted_at string,"
+    " _corrupt_record string"
+)
+# Typed columns of a parsed Stripe line, both entities (silver columns of either table).
+STRIPE_PRODUCT_ONLY = ("name", "description", "tax_code", "default_price", "updated")
+STRIPE_PRICE_ONLY = ("product", "lookup_key", "currency", "unit_amount", "type", "interval", "interval_count",
+                     "nickname")
 
 
 def _from_json(col: str, schema: str) -> Column:
@@ -174,33 +187,77 @@ def _ref_id(col: str) -> str:
     return f"CASE WHEN ltrim({col}) LIKE '{{%' THEN get_json_object({col}, '$.id') ELSE {col} END"
 
 
-def parse_stripe_lines(lines: DataFrame, fmt: str = "auto") -> DataFrame:
-    """Text lines (``value``, ``_source_file``, lineage) -> one row per line with the object's JSON.
+def _seconds(col: str) -> str:
+    """Unix seconds (as text) -> timestamp; null when not an integer or beyond year 9999, so an absurd
+    value is a wrong type instead of an ANSI overflow error that would fail the whole job."""
+    return (f"CASE WHEN {_try(col, 'BIGINT')} BETWEEN -62135596800 AND 253402300799 "
+            f"THEN timestamp_seconds({_try(col, 'BIGINT')}) END")
+
+
+def _for(entity: str, rules: list[Rule]) -> list[Rule]:
+    """The rules of one entity, applied only to lines holding that entity."""
+    return [Rule(r.name, f"{ENTITY} = '{entity}' AND ({r.fails})", r.severity) for r in rules]
+
+
+def parse_stripe_lines(lines: DataFrame, fmt: str = "auto", keep: tuple[str, ...] = ()) -> DataFrame:
+    """Text lines (``value``, lineage) -> one typed, flagged row per line, each line parsed once.
 
     Each line is an API object (``{"object": "product", ...}``) or an Airbyte raw record whose
     ``_airbyte_data`` holds the object (as nested JSON or as a JSON string); ``fmt`` is auto, jsonl
-    or airbyte. Out: ``id``, ``object``, ``raw`` (the object's JSON, or the line itself when it is
-    not JSON), ``is_deleted`` (Airbyte's flag, top level or inside the data), the Airbyte ids,
-    lineage (``_source`` gets ``:jsonl`` or ``:airbyte`` appended), ``_record`` (the line) and
-    ``_reasons`` (malformed_json, not_airbyte_record, unknown_object). Objects without an id pass:
-    bronze keeps them and the entity step quarantines them as null_key. Blank lines are dropped
-    before this function (they hold no record).
+    or airbyte. Out: ``_entity`` (product, price or unknown), ``id``, ``object``, the typed silver
+    columns of both entities (null where they do not apply), ``is_deleted`` (Airbyte's flag, top
+    level or inside the data, or the object's ``deleted``), ``raw`` (the object's JSON, or the line
+    itself when it holds no object), the Airbyte ids, lineage (``_source`` gets ``:jsonl`` or
+    ``:airbyte`` appended), ``_record`` (the line) and ``_reasons``. Objects without an id pass the
+    line rules and are flagged ``null_key`` by their entity's rules. Blank lines are dropped before
+    this function (they hold no record). ``keep``: columns of ``lines`` carried through as they are.
     """
-    line = lines.select("*", _from_json("value", _LINE_SCHEMA).alias("_l"))
     is_airbyte = {"auto": "_l._airbyte_data IS NOT NULL", "airbyte": "true", "jsonl": "false"}[fmt]
+    plain = "named_struct(" + ", ".join(f"'{f}', _l.{f}" for f in _OBJECT_FIELDS) + ", '_corrupt_record', _l._corrupt_record)"
+    line = lines.select("*", _from_json("value", _LINE_SCHEMA).alias("_l"))
     obj = line.select(
         "*",
-        F.expr(f"CASE WHEN {is_airbyte} THEN _l._airbyte_data ELSE value END").alias("raw"),
         F.expr(f"{is_airbyte}").alias("_is_airbyte"),
-    ).select("*", _from_json("raw", _OBJECT_SCHEMA).alias("_o"))
-    out = obj.select(
+        F.expr(f"CASE WHEN {is_airbyte} THEN _l._airbyte_data ELSE value END").alias("raw"),
+    ).select(
+        "*",
+        # Airbyte lines parse their object a second time (it may be a JSON string); plain lines reuse _l.
+        F.expr(f"CASE WHEN _is_airbyte THEN from_json(raw, '{_OBJECT_SCHEMA}', "
+               f"map('columnNameOfCorruptRecord', '_corrupt_record')) ELSE {plain} END").alias("_o"),
+    )
+    line_bad = ("_l._corrupt_record IS NOT NULL OR (_is_airbyte AND (raw IS NULL OR _o._corrupt_record IS NOT NULL))"
+                " OR _o.object IS NULL OR _o.object NOT IN ('product', 'price')")
+    o = "_o"
+    typed = obj.select(
+        *keep,
+        F.expr(f"CASE WHEN {line_bad} THEN 'unknown' ELSE _o.object END").alias(ENTITY),
         F.col("_o.id").alias("id"),
         F.col("_o.object").alias("object"),
-        F.col("raw"),
+        # products
+        F.col("_o.name").alias("name"),
+        F.col("_o.description").alias("description"),
+        F.expr(_ref_id("_o.tax_code")).alias("tax_code"),
+        F.expr(_ref_id("_o.default_price")).alias("default_price"),
+        F.expr(_seconds("_o.updated")).alias("updated"),
+        # prices
+        F.expr(_ref_id("_o.product")).alias("product"),
+        F.col("_o.lookup_key").alias("lookup_key"),
+        F.expr("lower(_o.currency)").alias("currency"),
+        F.expr(_try("_o.unit_amount", "BIGINT")).alias("unit_amount"),
+        F.expr("coalesce(_o.type, CASE WHEN _o.recurring IS NULL THEN 'one_time' ELSE 'recurring' END)").alias("type"),
+        F.expr("get_json_object(_o.recurring, '$.interval')").alias("interval"),
+        F.expr(_try("get_json_object(_o.recurring, '$.interval_count')", "INT")).alias("interval_count"),
+        F.col("_o.nickname").alias("nickname"),
+        # both
+        F.expr(_bool_strict(f"{o}.active")).alias("active"),
+        F.expr(f"from_json({o}.metadata, 'map<string,string>')").alias("metadata"),
+        F.expr(_bool_strict(f"{o}.livemode")).alias("livemode"),
+        F.expr(_seconds(f"{o}.created")).alias("created"),
         F.expr(
             f"coalesce({_bool_strict('_l.is_deleted')}, {_bool_strict('_o.is_deleted')}, "
-            "CASE WHEN _is_airbyte THEN false END)"
+            f"{_bool_strict('_o.deleted')}, false)"
         ).alias("is_deleted"),
+        F.col("raw"),
         F.col("_l._airbyte_raw_id").alias("_airbyte_raw_id"),
         F.expr("coalesce(_l._airbyte_extracted_at, _l._airbyte_emitted_at)").alias("_airbyte_extracted_at"),
         F.col("_run_id"),
@@ -211,124 +268,66 @@ def parse_stripe_lines(lines: DataFrame, fmt: str = "auto") -> DataFrame:
         F.col("_l._corrupt_record").alias("_line_bad"),
         F.col("_is_airbyte"),
         F.col("_o._corrupt_record").alias("_obj_bad"),
+        F.expr(currencies.exponent_expr("lower(_o.currency)")).alias("_exponent"),
+        F.col("_o.active").alias("_in_active"),
+        F.col("_o.livemode").alias("_in_livemode"),
+        F.col("_o.created").alias("_in_created"),
+        F.col("_o.metadata").alias("_in_metadata"),
+        F.col("_o.updated").alias("_in_updated"),
+        F.col("_o.unit_amount").alias("_in_unit_amount"),
+        F.expr("get_json_object(_o.recurring, '$.interval_count')").alias("_in_interval_count"),
     )
+    common = [
+        Rule("null_key", _blank("id")),
+        Rule("wrong_type:active", _wrong_type("_in_active", "active")),
+        Rule("wrong_type:livemode", _wrong_type("_in_livemode", "livemode")),
+        Rule("wrong_type:created", _wrong_type("_in_created", "created")),
+        Rule("wrong_type:metadata", _wrong_type("_in_metadata", "metadata")),
+    ]
     rules = [
         Rule("malformed_json", "_line_bad IS NOT NULL OR (_is_airbyte AND raw IS NOT NULL AND _obj_bad IS NOT NULL)"),
         Rule("not_airbyte_record", "_line_bad IS NULL AND _is_airbyte AND raw IS NULL"),
         Rule("unknown_object", "_line_bad IS NULL AND _obj_bad IS NULL AND raw IS NOT NULL "
                                "AND (object IS NULL OR object NOT IN ('product', 'price'))"),
+        *_for("product", [*common, Rule("wrong_type:updated", _wrong_type("_in_updated", "updated"))]),
+        *_for("price", [
+            *common,
+            Rule("unknown_currency", "_exponent IS NULL"),
+            Rule("wrong_type:unit_amount", _wrong_type("_in_unit_amount", "unit_amount")),
+            Rule("negative_amount", "unit_amount < 0"),
+            Rule("amount_not_representable", "_exponent = 3 AND pmod(unit_amount, 10) <> 0"),
+            Rule("wrong_type:interval_count", _wrong_type("_in_interval_count", "interval_count")),
+        ]),
     ]
-    return _flag(out, rules).drop("_line_bad", "_obj_bad", "_is_airbyte")
+    return quarantine.flag(typed, rules).drop(
+        "_line_bad", "_is_airbyte", "_obj_bad", "_exponent", "_in_active", "_in_livemode", "_in_created",
+        "_in_metadata", "_in_updated", "_in_unit_amount", "_in_interval_count")
 
 
-_PRODUCT_SCHEMA = (
-    "id string, name string, description string, active string, tax_code string, metadata string, "
-    "default_price string, livemode string, created string, updated string, deleted string"
-)
-_PRICE_SCHEMA = (
-    "id string, product string, lookup_key string, currency string, unit_amount string, type string, "
-    "recurring string, active string, nickname string, metadata string, livemode string, created string, "
-    "deleted string"
-)
+LINE = "_line"  # bronze.stripe_objects: the line as it arrived, where it is not ``raw`` (Airbyte records)
 
 
-def _seconds(col: str) -> str:
-    """Unix seconds (as text) -> timestamp; null when not an integer or beyond year 9999, so an absurd
-    value is a wrong type instead of an ANSI overflow error that would fail the whole job."""
-    return (f"CASE WHEN {_try(col, 'BIGINT')} BETWEEN -62135596800 AND 253402300799 "
-            f"THEN timestamp_seconds({_try(col, 'BIGINT')}) END")
+def bronze_line(df: DataFrame) -> DataFrame:
+    """A flagged frame as bronze keeps it: the arriving line only where it differs from ``raw``."""
+    line = F.when(~F.col(RECORD).eqNullSafe(F.col("raw")), F.col(RECORD))
+    return df.withColumn(LINE, line).drop(RECORD)
 
 
-def _stripe_common(o: str) -> dict[str, Column]:
-    return {
-        "active": F.expr(_bool_strict(f"{o}.active")),
-        "metadata": F.expr(f"from_json({o}.metadata, 'map<string,string>')"),
-        "livemode": F.expr(_bool_strict(f"{o}.livemode")),
-        "created": F.expr(_seconds(f"{o}.created")),
-        "is_deleted": F.expr(f"coalesce(is_deleted, {_bool_strict(f'{o}.deleted')}, false)"),
-    }
+def from_bronze_line(df: DataFrame) -> DataFrame:
+    """Bronze rows with ``_record`` (the arriving line) restored."""
+    return df.withColumn(RECORD, F.coalesce(F.col(LINE), F.col("raw"))).drop(LINE)
 
 
-def _stripe_common_rules(o: str) -> list[Rule]:
-    return [
-        Rule("null_key", _blank("id")),
-        Rule("wrong_type:active", _wrong_type(f"{o}.active", "active")),
-        Rule("wrong_type:livemode", _wrong_type(f"{o}.livemode", "livemode")),
-        Rule("wrong_type:created", _wrong_type(f"{o}.created", "created")),
-        Rule("wrong_type:metadata", _wrong_type(f"{o}.metadata", "metadata")),
-    ]
+def latest_version_order() -> Column:
+    """Which version of a Stripe id exported more than once is kept: the greatest of this struct.
 
-
-def stripe_products(bronze: DataFrame) -> DataFrame:
-    """Flag and type bronze Stripe products (``raw`` = the object JSON); one row per input row."""
-    o = bronze.select("*", F.expr(f"from_json(raw, '{_PRODUCT_SCHEMA}')").alias("_o"))
-    typed = o.select(
-        "id",
-        F.col("_o.name").alias("name"),
-        F.col("_o.description").alias("description"),
-        F.expr(_ref_id("_o.tax_code")).alias("tax_code"),
-        F.expr(_ref_id("_o.default_price")).alias("default_price"),
-        F.expr(_seconds("_o.updated")).alias("updated"),
-        *[c.alias(n) for n, c in _stripe_common("_o").items()],
-        "raw",
-        *LINEAGE_COLS,
-        F.col("_airbyte_extracted_at"),
-        F.col("raw").alias(RECORD),
-        "_o",
-    )
-    rules = [*_stripe_common_rules("_o"), Rule("wrong_type:updated", _wrong_type("_o.updated", "updated"))]
-    return _flag(typed, rules)
-
-
-def stripe_prices(bronze: DataFrame) -> DataFrame:
-    """Flag and type bronze Stripe prices: currency known, unit_amount a long of valid minor units."""
-    o = bronze.select("*", F.expr(f"from_json(raw, '{_PRICE_SCHEMA}')").alias("_o"))
-    typed = o.select(
-        "id",
-        F.expr(_ref_id("_o.product")).alias("product"),
-        F.col("_o.lookup_key").alias("lookup_key"),
-        F.expr("lower(_o.currency)").alias("currency"),
-        F.expr(_try("_o.unit_amount", "BIGINT")).alias("unit_amount"),
-        F.expr("coalesce(_o.type, CASE WHEN _o.recurring IS NULL THEN 'one_time' ELSE 'recurring' END)").alias("type"),
-        F.expr("get_json_object(_o.recurring, '$.interval')").alias("interval"),
-        F.expr(_try("get_json_object(_o.recurring, '$.interval_count')", "INT")).alias("interval_count"),
-        F.col("_o.nickname").alias("nickname"),
-        *[c.alias(n) for n, c in _stripe_common("_o").items()],
-        "raw",
-        *LINEAGE_COLS,
-        F.col("_airbyte_extracted_at"),
-        F.col("raw").alias(RECORD),
-        F.expr(currencies.exponent_expr("lower(_o.currency)")).alias("_exponent"),
-        "_o",
-    )
-    rules = [
-        *_stripe_common_rules("_o"),
-        Rule("unknown_currency", "_exponent IS NULL"),
-        Rule("wrong_type:unit_amount", _wrong_type("_o.unit_amount", "unit_amount")),
-        Rule("negative_amount", "unit_amount < 0"),
-        Rule("amount_not_representable", "_exponent = 3 AND pmod(unit_amount, 10) <> 0"),
-        Rule("wrong_type:interval_count",
-             _wrong_type("get_json_object(_o.recurring, '$.interval_count')", "interval_count")),
-    ]
-    return _flag(typed, rules)
-
-
-def latest_per_id(valid: DataFrame) -> DataFrame:
-    """One row per Stripe ``id``: the latest version, chosen deterministically.
-
-    Order: deleted first (a deleted Stripe object never comes back), then the newest ``updated``
-    (products only; prices have none), ``created``, Airbyte ``_airbyte_extracted_at``, and finally
-    the raw JSON itself, so ties of whole-second timestamps resolve the same way whatever the
-    order of files or lines.
-    """
-    updated = "updated DESC NULLS LAST, " if "updated" in valid.columns else ""
-    order = (
-        f"is_deleted DESC, {updated}created DESC NULLS LAST, "
-        "try_cast(_airbyte_extracted_at AS TIMESTAMP) DESC NULLS LAST, "
-        "try_cast(_airbyte_extracted_at AS BIGINT) DESC NULLS LAST, raw DESC"
-    )
-    return (
-        valid.withColumns({"_rank": F.expr(f"row_number() OVER (PARTITION BY id ORDER BY {order})")})
-        .filter("_rank = 1")
-        .drop("_rank")
+    Deleted first (a deleted Stripe object never comes back), then the newest ``updated`` (products;
+    prices have none), ``created``, Airbyte ``_airbyte_extracted_at`` (as a timestamp, then as epoch
+    seconds), and finally the raw JSON itself, so ties of whole-second timestamps resolve the same
+    way whatever the order of files or lines. A null sorts below any value (NULLS LAST)."""
+    return F.struct(
+        F.col("is_deleted").alias("d"), F.col("updated").alias("u"), F.col("created").alias("c"),
+        F.expr("try_cast(_airbyte_extracted_at AS TIMESTAMP)").alias("xt"),
+        F.expr("try_cast(_airbyte_extracted_at AS BIGINT)").alias("xs"),
+        F.col("raw").alias("r"),
     )

@@ -66,12 +66,32 @@ class JdbcSource(Section):
     fetch_size: int = Field(10000, ge=1)
 
 
+class KafkaSource(Section):
+    """Debezium's topic(s) for ``land internal --kafka`` (land/cdc_ingest.py)."""
+
+    servers: str | None = None  # bootstrap servers, host:port[,host:port]
+    topic: str | None = None  # one topic, or several comma-separated
+    starting_offsets: Literal["earliest", "latest"] = "earliest"  # where a new checkpoint starts
+    max_offsets_per_trigger: int | None = Field(None, ge=1)  # records per micro-batch (None: all)
+    options: dict[str, str] = Field(default_factory=dict)  # more kafka.* consumer options (security)
+
+
+class CdcSource(Section):
+    """Debezium change events (``land internal --cdc PATH`` or ``--kafka``)."""
+
+    tables: dict[str, str] = Field(default_factory=lambda: {"products": "products", "prices": "prices"})
+    path: str | None = None  # JSON-lines files of events (file, folder or glob)
+    epoch_unit: Literal["micros", "millis", "seconds"] = "micros"  # integer timestamps without a schema
+    kafka: KafkaSource = Field(default_factory=KafkaSource)
+
+
 class InternalSource(Section):
     format: Literal["parquet", "csv", "delta", "jdbc"] = "parquet"
     products: str | None = None
     prices: str | None = None
     allow_empty: bool = False
     jdbc: JdbcSource = Field(default_factory=JdbcSource)
+    cdc: CdcSource = Field(default_factory=CdcSource)
 
 
 class StripeSource(Section):
@@ -79,6 +99,7 @@ class StripeSource(Section):
     path: str | None = None
     format: Literal["auto", "jsonl", "airbyte"] = "auto"
     allow_empty: bool = False
+    events_retention_days: int = Field(30, ge=1)  # Stripe keeps /v1/events this long (land/stripe_events.py)
 
 
 class Sources(Section):

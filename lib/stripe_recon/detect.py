@@ -2,11 +2,13 @@
 
 Per entity (product, price) the work is ONE full outer join on the mapped key, fingerprint first:
 
-1. Each side is projected once: key, effective ``active``, timestamp, the canonical value of every
-   compared attribute (see normalise.py) and ``xxhash64`` over them (the fingerprint).
-2. The Stripe side is aggregated by key before the join (no many-to-many join): ``min_by`` picks the
-   primary record (active first, then the oldest ``created``, then the smallest ``id``) and the active
-   ids are collected for ``duplicate_in_stripe`` / ``missing_in_internal``.
+1. Each side is projected once, narrow: key, effective ``active``, timestamp and the fingerprint
+   (``xxhash64`` of the canonical value of every compared attribute, see normalise.py), stored by
+   land in silver (silver.py) or computed here for a table another tool wrote.
+2. The Stripe side is one row per mapped key without any aggregation: land stores which record is
+   its key's primary (active first, then the oldest ``created``, then the smallest ``id``), the key's
+   active ids (for ``duplicate_in_stripe`` / ``missing_in_internal``) and each price's product key
+   (records.py); a table without them gets them here, from narrow aggregations.
 3. After the join, pairs whose fingerprints match (and that are not missing, duplicated or re-parented)
    are dropped by a cheap filter; only the rest builds an array of discrepancy structs, inlined into rows.
 
@@ -31,17 +33,15 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import normalise as N
-from . import tables
+from . import records, silver, tables
 from .config import Attribute, Config
 from .errors import ConfigError
 
@@ -49,10 +49,6 @@ KINDS = ("missing_in_stripe", "missing_in_internal", "field_mismatch", "duplicat
 # Stripe price fields that cannot be updated: a change means a new price (action ``replace``).
 IMMUTABLE_PRICE_FIELDS = frozenset({"unit_amount", "currency", "interval", "interval_count", "recurring", "type"})
 _ROW_FIELDS = ("key", "stripe_id", "kind", "attribute", "internal_value", "stripe_value", "owner", "action")
-# Stored by land next to the silver rows (see silver_with_fingerprint): the fingerprint of the
-# compared attributes and, on the Stripe side, the mapped key. Bump FP_VERSION when the meaning of a
-# normaliser or of the fingerprint changes, so that stored fingerprints stop being trusted.
-FP_COLUMN, KEY_COLUMN, FP_VERSION = "_fp", "_key", 1
 ROW_TYPE = T.ArrayType(T.StructType([T.StructField(f, T.StringType()) for f in _ROW_FIELDS]))
 
 
@@ -80,16 +76,6 @@ def _path(df: DataFrame, path: str, where: str) -> tuple[Column, T.DataType]:
     if path not in df.columns:
         raise ConfigError(f"{where}: column {path!r} is not in the table (columns: {', '.join(df.columns)})")
     return F.col(path), df.schema[path].dataType
-
-
-def stripe_product_key(cfg: Config) -> Column:
-    if cfg.mapping.product_key == "id":
-        return F.col("id")
-    return F.try_element_at(F.col("metadata"), F.lit("internal_id"))
-
-
-def stripe_price_key(cfg: Config) -> Column:
-    return F.col("id") if cfg.mapping.price_key == "id" else F.col("lookup_key")
 
 
 def _key_differs(mi: Column, ms: Column):
@@ -221,18 +207,14 @@ class _Compiler:
         return cond
 
 
-def _effective_active(entity: Entity, side: str, active: Column) -> Column:
-    """What detect means by active: internal products also need ``deleted_at`` null; a Stripe object
-    is active only when ``active`` is true and it is not deleted (a missing flag counts as inactive)."""
-    if side == "stripe":
-        return F.coalesce(active, F.lit(False)) & ~F.coalesce(F.col("is_deleted"), F.lit(False))
-    eff = F.coalesce(active, F.lit(True))
-    return eff & F.col("deleted_at").isNull() if entity.name == "product" else eff
-
-
 def _with_effective_active(df: DataFrame, entity: Entity, side: str) -> DataFrame:
-    """``df`` with its ``active`` column replaced by :func:`_effective_active` (what is compared)."""
-    return df.withColumns({"active": _effective_active(entity, side, F.col("active"))})
+    """``df`` with its ``active`` column replaced by the effective one (what is compared)."""
+    return df.withColumns({"active": records.effective_active(entity.name, side)})
+
+
+def compiler(spark: SparkSession, cfg: Config, entity: str) -> _Compiler:
+    """The compiler of one entity's compared values and fingerprint (land stores the fingerprint)."""
+    return _Compiler(cfg, PRODUCT if entity == "product" else PRICE, N.icu_available(spark))
 
 
 def _tolerant_values(comp: _Compiler, df: DataFrame, side: str) -> Column | None:
@@ -249,7 +231,7 @@ def _internal_narrow(df: DataFrame, comp: _Compiler, ready: bool) -> DataFrame:
     """Phase 1, internal side: key, effective active, updated_at, fingerprint (+ product key, tolerant values)."""
     e = comp.entity
     df = _with_effective_active(df, e, "internal")
-    fp = F.col(FP_COLUMN) if ready else comp.values(df, "internal")[1]
+    fp = F.col(silver.FP) if ready else comp.values(df, "internal")[1]
     cols = [F.col(e.internal_key).alias("key"), F.col("active").alias("active"), F.col("updated_at").alias("ts"), fp.alias("fp")]
     tol = _tolerant_values(comp, df, "internal")
     if tol is not None:
@@ -259,32 +241,20 @@ def _internal_narrow(df: DataFrame, comp: _Compiler, ready: bool) -> DataFrame:
     return df.select(*cols)
 
 
-def _stripe_narrow(df: DataFrame, comp: _Compiler, key: Column, product_keys: DataFrame | None, ready: bool) -> DataFrame:
-    """Phase 1, Stripe side aggregated to one row per mapped key: the primary record (narrow: id, active,
-    time, fingerprint) and the sorted active ids."""
+def _stripe_narrow(df: DataFrame, comp: _Compiler, ready: bool) -> DataFrame:
+    """Phase 1, Stripe side, one row per mapped key (its primary record: id, active, time, fingerprint,
+    product key) with the key's sorted active ids; every null-key record stands alone. ``df`` comes
+    from :func:`stripe_keyed`."""
     e = comp.entity
-    df = _with_effective_active(df, e, "stripe")
-    if product_keys is not None:
-        df = df.join(product_keys, df["product"] == product_keys["_pid"], "left")
-    fp = F.col(FP_COLUMN) if ready else comp.values(df, "stripe")[1]
+    df = _with_effective_active(records.primary_rows(df), e, "stripe")
+    fp = F.col(silver.FP) if ready else comp.values(df, "stripe")[1]
     rec = [F.col("id"), F.col("active"), F.col(e.stripe_time).alias("ts"), fp.alias("fp")]
     tol = _tolerant_values(comp, df, "stripe")
     if tol is not None:
         rec.append(tol.alias("t"))
-    if product_keys is not None:
-        rec.append(F.col("_product_key").alias("product_key"))
-    order = F.struct((~F.col("active")).alias("a"), F.col("created").alias("c"), F.col("id").alias("i"))
-    # min over (order, record) picks the same record as min_by(record, order) (ids are unique, so no two
-    # orders tie) and is measurably cheaper than min_by's object aggregation (1M rows: 1.5 s vs 1.8 s).
-    return (
-        df.select(key.alias("key"), F.struct(order.alias("o"), F.struct(*rec).alias("r")).alias("or_"), F.col("active"), F.col("id"))
-        .groupBy("key")
-        .agg(
-            F.min("or_").alias("m"),
-            F.array_sort(F.collect_list(F.when(F.col("active"), F.col("id")))).alias("active_ids"),
-        )
-        .select("key", F.col("m.r").alias("p"), "active_ids")
-    )
+    if e.name == "price":
+        rec.append(F.col(records.PRODUCT_KEY).alias("product_key"))
+    return df.select(F.col(records.KEY).alias("key"), F.struct(*rec).alias("p"), F.col(records.ACTIVE_IDS).alias("active_ids"))
 
 
 def _field_rows(comp: _Compiler, pairs: DataFrame, internal: DataFrame, stripe: DataFrame, broadcast: bool) -> DataFrame:
@@ -317,32 +287,26 @@ def compare(
     icu: bool | None = None,
     ready: frozenset[str] = frozenset(),
     cache: list[DataFrame] | None = None,
+    frames: records.SmallFrames | None = None,
 ) -> DataFrame:
     """The discrepancy rows (without run_id/detected_at) of one entity. Frames in, frame out.
 
-    ``stripe_products`` (silver.stripe_products) is needed for prices: it maps a Stripe price's
-    ``product`` id to the product's key for price_product_mismatch. ``ready`` names the frames whose
-    stored fingerprint (and, on the Stripe side, mapped key) is valid for this config: "internal",
-    "stripe", "stripe_products" (see :func:`fingerprint_ready`); the others are fingerprinted here.
-    With ``cache`` (a list the caller unpersists after the rows are written) the candidate pairs of
-    phase 1 are kept and counted once, so phase 2 can broadcast them; without it the frame is pure
-    (nothing persisted) and phase 1 runs once per consumer.
+    ``stripe_products`` (silver.stripe_products) is needed for prices unless their stored product keys
+    are current: it maps a Stripe price's ``product`` id to the product's key for
+    price_product_mismatch. ``ready`` names the frames whose stored derived columns are valid for this
+    config: "internal", "stripe", "stripe_products", "product_keys" (see :func:`silver.stored_ready`);
+    the others are derived here. With ``cache`` (a list the caller unpersists after the rows are
+    written) the candidate pairs of phase 1 are kept and counted once, so phase 2 can broadcast them;
+    without it the frame is pure (nothing persisted) and phase 1 runs once per consumer.
     """
     comp = _Compiler(cfg, entity, N.icu_available(spark) if icu is None else icu)
     i = _internal_narrow(internal, comp, "internal" in ready).alias("i")
-    product_keys = None
-    if entity.name == "price":
-        if stripe_products is None:
-            raise ValueError("compare(price) needs stripe_products to map price.product to a product key")
-        pkey = F.col(KEY_COLUMN) if "stripe_products" in ready else stripe_product_key(cfg)
-        product_keys = stripe_products.select(F.col("id").alias("_pid"), pkey.alias("_product_key"))
-        if cfg.detect.broadcast_max_rows and stripe_products.count() <= cfg.detect.broadcast_max_rows:
-            product_keys = F.broadcast(product_keys)
-    if "stripe" in ready:
-        skey = F.col(KEY_COLUMN)
-    else:
-        skey = stripe_product_key(cfg) if entity.name == "product" else stripe_price_key(cfg)
-    s = _stripe_narrow(stripe, comp, skey, product_keys, "stripe" in ready).alias("s")
+    products = stripe_products
+    if entity.name == "price" and products is not None and "stripe_products" not in ready:
+        products = records.with_stripe_key(products.drop(*[c for c in (records.KEY,) if c in products.columns]),
+                                           cfg, "product")
+    keyed = records.stripe_keyed(cfg, entity.name, stripe, "stripe" in ready, products, "product_keys" in ready, frames)
+    s = _stripe_narrow(keyed, comp, "stripe" in ready).alias("s")
     j = i.join(s, F.col("i.key") == F.col("s.key"), "full_outer")
 
     def conditions() -> dict[str, Column]:
@@ -415,79 +379,26 @@ def compare(
     return narrow_rows.unionByName(_field_rows(comp, pairs, internal, stripe, broadcast))
 
 
-_SIDES = {
-    tables.SILVER_INTERNAL_PRODUCTS: (PRODUCT, "internal"),
-    tables.SILVER_STRIPE_PRODUCTS: (PRODUCT, "stripe"),
-    tables.SILVER_INTERNAL_PRICES: (PRICE, "internal"),
-    tables.SILVER_STRIPE_PRICES: (PRICE, "stripe"),
-}
-
-
-def fingerprint_spec(cfg: Config, table: str, icu: bool) -> str:
-    """Id of everything a stored fingerprint of ``table`` depends on: the compared attributes of its
-    entity, metadata ownership, the key mapping, ICU and FP_VERSION. Another config -> another id."""
-    entity, side = _SIDES[table]
-    attrs = cfg.attributes.product if entity.name == "product" else cfg.attributes.price
-    doc = {
-        "version": FP_VERSION, "table": table, "icu": icu,
-        "attributes": {n: a.model_dump() for n, a in sorted(attrs.items())},
-        "metadata": cfg.metadata.model_dump(),
-        "key": (cfg.mapping.product_key if entity.name == "product" else cfg.mapping.price_key) if side == "stripe" else None,
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def silver_with_fingerprint(spark: SparkSession, cfg: Config, table: str, silver: DataFrame) -> tuple[DataFrame, dict]:
-    """Silver rows plus ``_fp`` (and ``_key`` on the Stripe side) and the commit metadata that vouches
-    for them. Land computes them while it writes silver anyway, so detect can join narrow rows.
-
-    The values are exactly what :func:`compare` computes (same compiler, same effective ``active``);
-    the stored ``active`` column stays as it arrived.
-    """
-    if table not in _SIDES:
-        return silver, {}
-    entity, side = _SIDES[table]
-    icu = N.icu_available(spark)
-    comp = _Compiler(cfg, entity, icu)
-    prepared = silver.withColumnRenamed("active", "_active_stored")
-    prepared = prepared.withColumn("active", _effective_active(entity, side, F.col("_active_stored")))
-    _, fp = comp.values(prepared, side)
-    extra = [fp.alias(FP_COLUMN)]
-    if side == "stripe":
-        extra.append((stripe_product_key(cfg) if entity.name == "product" else stripe_price_key(cfg)).alias(KEY_COLUMN))
-    out = prepared.select(*[F.col("_active_stored").alias(c) if c == "active" else F.col(f"`{c}`") for c in silver.columns], *extra)
-    return out, {"fingerprint": fingerprint_spec(cfg, table, icu)}
-
-
-def fingerprint_ready(spark: SparkSession, cfg: Config, table: str, df: DataFrame, commit: dict | None = None) -> bool:
-    """True when ``df`` (just read from ``table``) carries fingerprints made under this config: the
-    table's latest commit (``commit``: its metadata, read here when not given) must say so; a write by
-    anything else, or a config change, means they are recomputed."""
-    if FP_COLUMN not in df.columns or table not in _SIDES:
-        return False
-    if _SIDES[table][1] == "stripe" and KEY_COLUMN not in df.columns:
-        return False
-    meta = tables.commit_metadata(spark, cfg, table) if commit is None else commit
-    return meta.get("fingerprint") == fingerprint_spec(cfg, table, N.icu_available(spark))
-
-
 def discrepancies(spark: SparkSession, cfg: Config, frames: dict[str, DataFrame], run_id: str,
                   detected_at: dt.datetime | None = None, ready: frozenset[str] = frozenset(),
-                  cache: list[DataFrame] | None = None) -> DataFrame:
+                  cache: list[DataFrame] | None = None, small: records.SmallFrames | None = None) -> DataFrame:
     """Both entities' rows in DISCREPANCIES_SCHEMA order; ``frames`` keyed by silver table name,
-    ``ready`` the names of those whose stored fingerprints are valid (:func:`fingerprint_ready`)."""
+    ``ready`` the names of those whose stored derived columns are valid (:func:`silver.stored_ready`),
+    plus "product_keys" when the Stripe prices' product keys come from the current products version."""
     icu = N.icu_available(spark)
 
     def sides(internal: str, stripe: str) -> frozenset[str]:
-        return frozenset(n for n, t in (("internal", internal), ("stripe", stripe),
-                                        ("stripe_products", tables.SILVER_STRIPE_PRODUCTS)) if t in ready)
+        named = {"internal": internal, "stripe": stripe, "stripe_products": tables.SILVER_STRIPE_PRODUCTS}
+        out = {n for n, t in named.items() if t in ready}
+        return frozenset(out | ({"product_keys"} & ready))
 
     products = compare(spark, cfg, PRODUCT, frames[tables.SILVER_INTERNAL_PRODUCTS], frames[tables.SILVER_STRIPE_PRODUCTS],
-                       icu=icu, ready=sides(tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS), cache=cache)
+                       icu=icu, ready=sides(tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS), cache=cache,
+                       frames=small)
     prices = compare(
         spark, cfg, PRICE, frames[tables.SILVER_INTERNAL_PRICES], frames[tables.SILVER_STRIPE_PRICES],
         stripe_products=frames[tables.SILVER_STRIPE_PRODUCTS], icu=icu,
-        ready=sides(tables.SILVER_INTERNAL_PRICES, tables.SILVER_STRIPE_PRICES), cache=cache,
+        ready=sides(tables.SILVER_INTERNAL_PRICES, tables.SILVER_STRIPE_PRICES), cache=cache, frames=small,
     )
     at = detected_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     both = products.unionByName(prices)
@@ -505,6 +416,16 @@ SILVER_INPUTS = (
 )
 
 
+def ready_frames(spark: SparkSession, cfg: Config, frames: dict[str, DataFrame], commits: dict[str, dict],
+                 versions: dict[str, int]) -> frozenset[str]:
+    """Which silver frames carry stored derived columns valid for ``cfg`` (plus "product_keys")."""
+    ready = {n for n, df in frames.items() if silver.stored_ready(spark, cfg, n, df, commits[n])}
+    if tables.SILVER_STRIPE_PRICES in ready and silver.product_keys_ready(
+            commits[tables.SILVER_STRIPE_PRICES], versions.get(tables.SILVER_STRIPE_PRODUCTS)):
+        ready.add("product_keys")
+    return frozenset(ready)
+
+
 def detect(run) -> dict[str, int]:
     """Read the silver tables, write this run's rows to gold.discrepancies (replacing any earlier
     rows of the same run_id), record counts and versions read in the ledger, return the counts."""
@@ -514,23 +435,34 @@ def detect(run) -> dict[str, int]:
         for name in SILVER_INPUTS:
             commits[name] = run.read_version(st, name)
             frames[name] = tables.read(spark, cfg, name, hint="run `recon land internal` and `recon land stripe` first")
-        ready = frozenset(n for n, df in frames.items() if fingerprint_ready(spark, cfg, n, df, commits[n]))
-        if len(ready) < len(frames):
-            stale = ", ".join(sorted(set(frames) - ready))
-            st.message = f"fingerprints computed here for {stale} (land again to store them under this config)"
+        ready = ready_frames(spark, cfg, frames, commits, st.versions_read)
+        stale = sorted(set(frames) - ready)
+        if stale:
+            st.message = f"fingerprints computed here for {', '.join(stale)} (land again to store them under this config)"
+        elif "product_keys" not in ready:
+            st.message = "product keys of silver.stripe_prices computed here (silver.stripe_products changed since)"
         cache: list[DataFrame] = []
+        small = records.SmallFrames()
         try:
-            out = discrepancies(spark, cfg, frames, run.run_id, ready=ready, cache=cache)
+            out = discrepancies(spark, cfg, frames, run.run_id, ready=ready, cache=cache, small=small)
             cond = "run_id = '" + run.run_id.replace("'", "''") + "'"
+            # The counts come from the write itself (an observation), not from reading the rows back.
+            obs = Observation("detect_counts")
+            pairs = [(e, k) for e in ("product", "price") for k in KINDS]
+            out = out.observe(obs, *[F.count_if((F.col("entity") == e) & (F.col("kind") == k)).alias(f"{e}.{k}")
+                                     for e, k in pairs])
             tables.replace_where(spark, cfg, tables.GOLD_DISCREPANCIES, out, cond)
+            observed = obs.get
         finally:
             for df in cache:
                 df.unpersist()
-        written = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(cond)
+            small.release()
         counts: dict[str, int] = {"discrepancies": 0, **{k: 0 for k in KINDS}}
-        for r in written.groupBy("entity", "kind").count().collect():  # aggregate: at most 10 count rows
-            counts["discrepancies"] += r["count"]
-            counts[r["kind"]] = counts.get(r["kind"], 0) + r["count"]
-            counts[f"{r['entity']}.{r['kind']}"] = r["count"]
+        for e, k in pairs:
+            n = int(observed.get(f"{e}.{k}") or 0)
+            counts["discrepancies"] += n
+            counts[k] += n
+            if n:
+                counts[f"{e}.{k}"] = n
         st.counts.update(counts)
     return counts

@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from decimal import Decimal
@@ -255,6 +256,27 @@ def row_rules(suite: dict[str, Any], params: dict[str, Any]) -> list[Rule]:
         if exp["meta"].get("rule"):
             out.append(compile_rule(exp, params, where=f"suite {suite['name']} #{i}"))
     return out
+
+
+def landing_row_rules(suite: dict[str, Any], key: str, cfg: Config) -> list[Rule]:
+    """The suite's error row rules as land evaluates them on every record it lands: all of them but
+    the uniqueness of the key, which land guarantees itself (repeated keys rejected, or one version
+    per Stripe id kept). A uniqueness rule on another column is a ConfigError (make it table-level)."""
+    keep = [e for e in suite["expectations"]
+            if e["meta"].get("rule") and e["meta"]["severity"] == "error"
+            and not (e["type"] == "expect_column_values_to_be_unique" and e["kwargs"].get("column") == key)]
+    unique = [e["kwargs"]["column"] for e in keep if e["type"] == "expect_column_values_to_be_unique"]
+    if unique:
+        raise ConfigError(f"suite {suite['name']}: uniqueness row rules on columns other than the key "
+                          f"({', '.join(unique)}) cannot be evaluated per record at landing; make them table-level "
+                          "(remove meta.rule)")
+    return row_rules({**suite, "expectations": keep}, parameters(cfg))
+
+
+def landing_rules_spec(suite: dict[str, Any], key: str, cfg: Config) -> str:
+    """Id of the row rules land evaluates for a suite (the input gate vouches only for the same id)."""
+    rules = [(r.name, r.fails, r.severity) for r in landing_row_rules(suite, key, cfg)]
+    return hashlib.sha256(json.dumps([suite["name"], key, rules]).encode()).hexdigest()[:24]
 
 
 def schema_problems(suite: dict[str, Any], schema) -> list[str]:

@@ -48,10 +48,11 @@ class Run:
     cfg: Config
     run_id: str
     records: list[StageRecord] = field(default_factory=list)
+    fresh: bool = True  # the run id was made here: no earlier attempt of this run wrote anything
 
     @classmethod
     def new(cls, spark: SparkSession, cfg: Config, run_id: str | None = None) -> Run:
-        return cls(spark, cfg, run_id or new_run_id())
+        return cls(spark, cfg, run_id or new_run_id(), fresh=run_id is None)
 
     def read_version(self, record: StageRecord, name: str) -> dict:
         """Note the current Delta version of ``name`` as read by this stage; returns the metadata its
@@ -81,19 +82,18 @@ class Run:
             self.records.append(record)
 
     def _write(self, record: StageRecord, started: dt.datetime, seconds: float) -> None:
-        row = (
-            self.run_id,
-            record.name,
-            record.status,
-            started,
-            started + dt.timedelta(seconds=seconds),
-            round(seconds, 3),
-            {k: int(v) for k, v in record.counts.items()},
-            {k: int(v) for k, v in record.versions_read.items()},
-            record.message or None,
-        )
+        row = {
+            "run_id": self.run_id,
+            "stage": record.name,
+            "status": record.status,
+            "started_at": started,
+            "finished_at": started + dt.timedelta(seconds=seconds),
+            "duration_s": round(seconds, 3),
+            "counts": {k: int(v) for k, v in record.counts.items()},
+            "versions_read": {k: int(v) for k, v in record.versions_read.items()},
+            "message": record.message or None,
+        }
         try:
-            df = self.spark.createDataFrame([row], tables.RUNS_SCHEMA)
-            tables.append(self.spark, self.cfg, tables.GOLD_RUNS, df)
+            tables.append(self.spark, self.cfg, tables.GOLD_RUNS, tables.local_rows(self.spark, [row], tables.RUNS_SCHEMA))
         except Exception:  # the ledger must never hide the stage's own error
             log.exception("could not write the runs ledger row for %s/%s", self.run_id, record.name)

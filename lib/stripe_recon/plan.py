@@ -33,7 +33,9 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +43,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from . import guard as guard_mod
-from . import tables
+from . import records, silver, tables
 from .config import Config
 from .errors import HeldError, InputError
 
@@ -92,24 +94,19 @@ def _det_product_id(cfg: Config, key: str) -> str:
     return f"concat('prod_', substr(sha2({key}, 256), 1, 24))"
 
 
-def _primary_products(sp: DataFrame, cfg: Config) -> DataFrame:
-    """(pkey, sid): the primary Stripe product per internal key (active first, oldest, smallest id)."""
-    return (
-        sp.alias("sp")
-        .selectExpr(
-            f"{_stripe_product_key(cfg, 'sp')} AS pkey",
-            "sp.id AS sid",
-            "coalesce(sp.active, false) AND NOT coalesce(sp.is_deleted, false) AS eff_active",
-            "sp.created AS created",
-        )
-        .filter("pkey IS NOT NULL")
-        .selectExpr(
-            "pkey", "sid",
-            "row_number() OVER (PARTITION BY pkey ORDER BY eff_active DESC, created ASC NULLS LAST, sid ASC) AS rn",
-        )
-        .filter("rn = 1")
-        .select("pkey", "sid")
-    )
+def _primary_products(sp: DataFrame) -> DataFrame:
+    """(pkey, sid): the primary Stripe product per internal key (records.py: active first, oldest,
+    smallest id). ``sp`` carries ``_key`` and ``_primary`` (stored by land, or derived by the stage)."""
+    return (records.primary_rows(sp).where(F.col(records.KEY).isNotNull())
+            .select(F.col(records.KEY).alias("pkey"), F.col("id").alias("sid")))
+
+
+def _only(big: DataFrame, column: str, keys: DataFrame, hint: Callable[[DataFrame], DataFrame]) -> DataFrame:
+    """The rows of a silver table whose ``column`` is among ``keys`` (one column; small: derived from
+    one run's discrepancies), as a semi join with ``keys`` broadcast: the big side is scanned once,
+    never shuffled, and every join after it is between small frames."""
+    k = keys.select(keys.columns[0]).where(F.col(keys.columns[0]).isNotNull()).distinct()
+    return big.join(hint(k), big[column] == k[k.columns[0]], "left_semi")
 
 
 def _product_observed(cfg: Config) -> Column:
@@ -161,15 +158,27 @@ def build_corrections(
     cfg: Config,
     run_id: str,
     allow_archives: bool = True,
+    small: Callable[[DataFrame], DataFrame] = F.broadcast,
 ) -> PlanFrames:
     """Turn one detect run's discrepancies plus the silver tables into corrections (pure, lazy).
 
     ``disc``: DISCREPANCIES_SCHEMA rows of one run; ``ip``/``ipr``/``sp``/``spr``: silver internal
-    products/prices and Stripe products/prices. ``allow_archives=False`` (empty internal input) drops
-    every archive.
+    products/prices and Stripe products/prices (``sp`` with ``_key`` and ``_primary``, see
+    records.py). ``allow_archives=False`` (empty internal input) drops every archive. Every silver
+    table is first cut down to the rows the discrepancies name (:func:`_only`, with ``small`` applied
+    to the key sets: a broadcast hint while they are small), so the joins never shuffle a whole table.
     """
     d = disc.alias("d")
-    prim = _primary_products(sp, cfg).alias("prim")
+    if records.PRIMARY not in sp.columns:
+        sp = records.stripe_keyed(cfg, "product", sp, ready=False)
+    pkeys = disc.where("entity = 'product'")
+    prkeys = disc.where("entity = 'price'")
+    ip = _only(ip, "product_id", pkeys.select("key"), small)
+    ipr = _only(ipr, "price_id", prkeys.select("key"), small)
+    spr = _only(spr, "id", prkeys.select("stripe_id"), small)
+    sp_all = sp
+    sp = _only(sp, "id", pkeys.select("stripe_id").unionByName(spr.select(F.col("product").alias("stripe_id"))), small)
+    prim = _only(_primary_products(sp_all), "pkey", ipr.select("product_id"), small).alias("prim")
     ip_eff = "(coalesce(ip.active, true) AND ip.deleted_at IS NULL)"
 
     # -- products ----------------------------------------------------------------------------
@@ -424,22 +433,21 @@ def plan(run: Any) -> dict[str, Any]:
         hint = "run `recon land internal`, `recon land stripe` and `recon detect` first"
         names = [tables.GOLD_DISCREPANCIES, tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRICES,
                  tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRICES]
-        for name in names:
-            run.read_version(st, name)
+        commits = {name: run.read_version(st, name) for name in names}
         disc = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES, hint).filter(F.col("run_id") == source)
         ip, ipr, sp, spr = (tables.read(spark, cfg, n, hint) for n in names[1:])
-
-        sizes = (
-            ip.select(F.lit(1).alias("p"), F.lit(0).alias("q"), F.lit(0).alias("r"))
-            .unionByName(ipr.select(F.lit(0).alias("p"), F.lit(1).alias("q"), F.lit(0).alias("r")))
-            .unionByName(sp.select(F.lit(0).alias("p"), F.lit(0).alias("q"), F.lit(1).alias("r")))
-            .unionByName(spr.select(F.lit(0).alias("p"), F.lit(0).alias("q"), F.lit(1).alias("r")))
-            .agg(F.sum("p").alias("ip"), F.sum("q").alias("ipr"), F.sum("r").alias("stripe"))
-            .first()
-        )
-        n_ip, n_ipr, n_stripe = (int(sizes[c] or 0) for c in ("ip", "ipr", "stripe"))
+        # Delta answers a bare count from its log: no table is scanned to size the catalog.
+        n_ip, n_ipr = ip.count(), ipr.count()
+        n_stripe = sp.count() + spr.count()
         allow_archives = n_ip > 0
-        frames = build_corrections(disc, ip, ipr, sp, spr, cfg, run.run_id, allow_archives=allow_archives)
+        small_frames = records.SmallFrames()
+        disc = small_frames.keep(disc)
+        n_disc = disc.count()
+        small_hint = F.broadcast if n_disc <= cfg.detect.broadcast_max_rows else (lambda df: df)
+        ready = silver.stored_ready(spark, cfg, tables.SILVER_STRIPE_PRODUCTS, sp, commits[tables.SILVER_STRIPE_PRODUCTS])
+        sp = records.stripe_keyed(cfg, "product", sp, ready, frames=small_frames)
+        frames = build_corrections(disc, ip, ipr, sp, spr, cfg, run.run_id, allow_archives=allow_archives,
+                                   small=small_hint)
         corr = frames.corrections.cache()
         try:
             agg = corr.agg(
@@ -480,10 +488,13 @@ def plan(run: Any) -> dict[str, Any]:
                 "last_error": f"CASE WHEN {keep} THEN t.last_error END",
                 "updated_at": "s.updated_at",
             })
+            internal = small_frames.keep(frames.internal)
+            if internal.count():  # a MERGE costs seconds even when it has nothing to write
+                tables.merge_rows(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS, internal, ["correction_id"])
+            n_unplannable = _quarantine(run, frames.unplannable)
         finally:
             corr.unpersist()
-        tables.merge_rows(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS, frames.internal, ["correction_id"])
-        n_unplannable = _quarantine(run, frames.unplannable)
+            small_frames.release()
 
         all_counts = {
             "corrections": n, **counts, "archives": archives, "unplannable": n_unplannable,
@@ -493,13 +504,10 @@ def plan(run: Any) -> dict[str, Any]:
             all_counts["internal_products_now"] = now
         if prev is not None:
             all_counts["internal_products_prev"] = prev
-        plan_row = spark.createDataFrame(
-            [(plan_hash, run.run_id, status, all_counts, reasons, None, source)],
-            "plan_hash string, run_id string, status string, counts map<string,bigint>, reasons array<string>, "
-            "approved_at timestamp, source_run_id string",
-        ).select("plan_hash", "run_id", "status", "counts", "reasons",
-                 F.current_timestamp().alias("created_at"), "approved_at", "source_run_id")
-        tables.append(spark, cfg, tables.GOLD_PLANS, plan_row)
+        plan_row = {"plan_hash": plan_hash, "run_id": run.run_id, "status": status, "counts": all_counts,
+                    "reasons": reasons, "created_at": dt.datetime.now(dt.timezone.utc), "approved_at": None,
+                    "source_run_id": source}
+        tables.append(spark, cfg, tables.GOLD_PLANS, tables.local_rows(spark, [plan_row], tables.PLANS_SCHEMA))
         st.counts.update(all_counts)
         summary: dict[str, Any] = {"plan_hash": plan_hash, "status": status, "source_run_id": source,
                                    **all_counts, "reasons": reasons}

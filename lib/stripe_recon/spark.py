@@ -29,12 +29,33 @@ RUNTIME_CONF = {
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    # Tables this job creates get a checkpoint every 100 commits, not every 10: the ledger and the gold
+    # tables take a small commit per stage, and a checkpoint costs several seconds each time.
+    "spark.databricks.delta.properties.defaults.checkpointInterval": "100",
 }
 
 
 # Spark 4 bundles icu4j (exact Unicode NFC in normalise.nfc); Spark 3.5 does not, so a local 3.5
 # session adds the same version through spark.jars.packages and both lanes normalise identically.
 ICU4J_PACKAGE = "com.ibm.icu:icu4j:76.1"
+
+
+# Structured Streaming's Kafka source (land internal --kafka), per Spark line: a build whose whole
+# dependency tree Maven Central serves here (4.0.1+ need spark-token-provider-kafka 4.0.1+, not served;
+# 4.0.0 runs on every pyspark 4.0.x: the source API is stable within a line).
+KAFKA_CONNECTOR = {"4.0": "org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.0",
+                   "3.5": "org.apache.spark:spark-sql-kafka-0-10_2.12:3.5.4"}
+
+
+def kafka_package() -> str:
+    """The spark-sql-kafka coordinate for the installed pyspark; a local session adds it when
+    ``sources.internal.cdc.kafka.servers`` is set (on a cluster pass it with ``--packages``)."""
+    import pyspark
+
+    line = ".".join(pyspark.__version__.split(".")[:2])
+    if line not in KAFKA_CONNECTOR:
+        raise RuntimeError(f"no spark-sql-kafka coordinate declared for Spark {line}: add it to spark.KAFKA_CONNECTOR")
+    return KAFKA_CONNECTOR[line]
 
 
 def spark_major() -> int:
@@ -115,6 +136,8 @@ def _local_session(cfg: Config) -> SparkSession:
     packages = list(cfg.spark.extra_packages)
     if spark_major() < 4 and not any(p.startswith("com.ibm.icu:icu4j:") for p in packages):
         packages.append(ICU4J_PACKAGE)
+    if cfg.sources.internal.cdc.kafka.servers and not any(":spark-sql-kafka-" in p for p in packages):
+        packages.append(kafka_package())
     builder = configure_spark_with_delta_pip(builder, extra_packages=packages)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")

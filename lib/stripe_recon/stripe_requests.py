@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import stripe
 
 Method = Literal["get", "post", "delete"]
-Resource = Literal["product", "price"]
+Resource = Literal["product", "price", "event"]
 Action = Literal["list", "retrieve", "create", "update", "delete"]
 
 #: Stripe caps list pages at 100 objects and ``lookup_keys[]`` filters at 10 keys.
@@ -349,6 +349,39 @@ def archive_price(price_id: str) -> StripeRequest:
     return update_price(price_id, active=False)
 
 
+# -- events -------------------------------------------------------------------------------------
+
+#: Stripe caps ``types[]`` at 20 event types.
+MAX_EVENT_TYPES = 20
+
+
+def list_events(
+    *,
+    types: list[str] | None = None,
+    limit: int = MAX_PAGE,
+    starting_after: str | None = None,
+    ending_before: str | None = None,
+    created_gt: int | None = None,
+    created_gte: int | None = None,
+    created_lt: int | None = None,
+    created_lte: int | None = None,
+) -> StripeRequest:
+    """``GET /v1/events``: newest first, the last 30 days only. ``types`` (at most 20) filters by event
+    type, e.g. ``["product.updated", "price.created"]``.
+
+    Example: ``list_events(types=["product.created", "product.updated"], created_gte=cursor)``.
+    """
+    params = _list_params(
+        active=None, limit=limit, starting_after=starting_after, ending_before=ending_before,
+        created_gt=created_gt, created_gte=created_gte, created_lt=created_lt, created_lte=created_lte,
+    )
+    if types:
+        if len(types) > MAX_EVENT_TYPES:
+            raise ValueError(f"types takes at most {MAX_EVENT_TYPES} event types, got {len(types)}")
+        params["types"] = list(types)
+    return StripeRequest("get", "/v1/events", "event", "list", None, params)
+
+
 # -- sending ------------------------------------------------------------------------------------
 
 def execute(
@@ -369,7 +402,7 @@ def execute(
     opts: dict[str, Any] = dict(options or {})
     if idempotency_key and req.is_write:
         opts["idempotency_key"] = idempotency_key
-    service = client.v1.products if req.resource == "product" else client.v1.prices
+    service = {"product": client.v1.products, "price": client.v1.prices, "event": client.v1.events}[req.resource]
     params = dict(req.params)
     with redacting():
         obj = _send(client, service, req, params, opts)

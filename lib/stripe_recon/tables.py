@@ -22,8 +22,10 @@ from .errors import InputError
 
 BRONZE_INTERNAL_PRODUCTS = "bronze.internal_products"
 BRONZE_INTERNAL_PRICES = "bronze.internal_prices"
-BRONZE_STRIPE_PRODUCTS = "bronze.stripe_products"
-BRONZE_STRIPE_PRICES = "bronze.stripe_prices"
+# Stripe exports mix products and prices in one input: one bronze table, partitioned by `_entity`.
+BRONZE_STRIPE_OBJECTS = "bronze.stripe_objects"
+BRONZE_MANIFESTS = "bronze.manifests"
+BRONZE_INTERNAL_CDC_EVENTS = "bronze.internal_cdc_events"
 SILVER_INTERNAL_PRODUCTS = "silver.internal_products"
 SILVER_INTERNAL_PRICES = "silver.internal_prices"
 SILVER_STRIPE_PRODUCTS = "silver.stripe_products"
@@ -45,14 +47,36 @@ LINEAGE = [
     T.StructField("_source_file", T.StringType()),
     T.StructField("_ingested_at", T.TimestampType()),
 ]
+LINEAGE_NAMES = [f.name for f in LINEAGE]
 MAP_SS = T.MapType(T.StringType(), T.StringType())
+
+# Debezium change events as they arrived (land/cdc_ingest.py), one row per event or Kafka record:
+# from JSON-lines files (file, line) or from Kafka (topic, partition, offset, timestamp). ``_source`` is
+# ``internal:cdc_file`` or ``internal:kafka``; ``_source_file`` the event's address (``path:line`` or
+# ``topic/partition/offset``), which gold.quarantine.source_file and the change rows' ``_event_offset``
+# repeat. land/cdc_events.py turns these rows into change rows.
+BRONZE_CDC_EVENTS_SCHEMA = T.StructType(
+    [
+        T.StructField("value", T.StringType()),  # the event JSON as text; null = a Kafka tombstone
+        T.StructField("key", T.StringType()),  # the Kafka record key as text (null for files)
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("kafka_timestamp", T.TimestampType()),
+        T.StructField("file", T.StringType()),
+        T.StructField("line", T.LongType()),  # 1-based line number in the file
+        *LINEAGE,
+    ]
+)
 
 # Decimal used for internal major-unit amounts: 3-decimal currencies and sub-minor inputs both fit.
 AMOUNT_TYPE = T.DecimalType(24, 6)
 
-# Silver tables written by land carry two more columns after these schemas: ``_fp`` (bigint, detect's
-# fingerprint of the compared attributes) and, on the Stripe tables, ``_key`` (the mapped key); see
-# detect.silver_with_fingerprint. Readers select the columns they need and may ignore them.
+# Silver tables written by land carry derived columns after these schemas: ``_fp`` (detect's
+# fingerprint), on the Stripe tables ``_key``, ``_primary``, ``_active_ids`` (and ``_product_key`` on
+# prices), then ``_rh`` and ``_hash``; see silver.py. Readers select the columns they need.
+# Silver tables have the Change Data Feed and deletion vectors on (a re-landing MERGEs only changes).
+SILVER_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "true"}
 SILVER_INTERNAL_PRODUCTS_SCHEMA = T.StructType(
     [
         T.StructField("product_id", T.StringType(), False),
@@ -97,7 +121,6 @@ SILVER_STRIPE_PRODUCTS_SCHEMA = T.StructType(
         T.StructField("created", T.TimestampType()),
         T.StructField("updated", T.TimestampType()),
         T.StructField("is_deleted", T.BooleanType()),
-        T.StructField("raw", T.StringType()),  # the object's JSON as exported: unknown fields kept
         *LINEAGE,
     ]
 )
@@ -118,7 +141,6 @@ SILVER_STRIPE_PRICES_SCHEMA = T.StructType(
         T.StructField("livemode", T.BooleanType()),
         T.StructField("created", T.TimestampType()),
         T.StructField("is_deleted", T.BooleanType()),
-        T.StructField("raw", T.StringType()),
         *LINEAGE,
     ]
 )
@@ -201,6 +223,26 @@ INTERNAL_CORRECTIONS_SCHEMA = T.StructType(
         T.StructField("current_value", T.StringType()),
         T.StructField("new_value", T.StringType()),
         T.StructField("stripe_id", T.StringType()),
+        T.StructField("created_at", T.TimestampType()),
+    ]
+)
+
+# One row per landing and entity (bronze.manifests): what arrived and what was written.
+MANIFESTS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("side", T.StringType(), False),  # internal | stripe
+        T.StructField("entity", T.StringType(), False),  # products | prices
+        T.StructField("files", T.ArrayType(T.StringType())),  # input files (or tables) read
+        T.StructField("records", T.LongType()),  # records that arrived (the side's input for Stripe)
+        T.StructField("input_hash", T.ArrayType(T.LongType())),  # order-free hash of the arrived records
+        T.StructField("bronze_rows", T.LongType()),  # new or changed records appended to bronze
+        T.StructField("counts", T.MapType(T.StringType(), T.LongType())),  # rows_in, landed, quarantined, ...
+        T.StructField("land_failed", T.MapType(T.StringType(), T.LongType())),  # land rule -> records
+        T.StructField("suite_failed", T.MapType(T.StringType(), T.LongType())),  # suite row rule -> records
+        T.StructField("id_set_hash", T.LongType()),  # bit_xor(xxhash64(key)) over the silver keys
+        T.StructField("silver_version", T.LongType()),  # the silver version this landing left
+        T.StructField("unchanged_since", T.StringType()),  # run id of the landing it repeats (nothing written)
         T.StructField("created_at", T.TimestampType()),
     ]
 )
@@ -309,20 +351,104 @@ def commit_metadata(spark: SparkSession, cfg: Config, name: str) -> dict:
     return last_commit(spark, cfg, name)[1]
 
 
-def overwrite(spark: SparkSession, cfg: Config, name: str, df: DataFrame, metadata: dict | None = None) -> None:
-    """Replace the table; ``metadata`` (a JSON object) is recorded with the commit, see :func:`commit_metadata`."""
+def overwrite(spark: SparkSession, cfg: Config, name: str, df: DataFrame, metadata: dict | None = None,
+              properties: dict[str, str] | None = None) -> None:
+    """Replace the table; ``metadata`` (a JSON object) is recorded with the commit, see
+    :func:`commit_metadata`; ``properties`` (``delta.*`` table properties) are set on it."""
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    for key, value in (properties or {}).items():
+        writer = writer.option(key, value)
     if metadata:
         writer = writer.option("userMetadata", json.dumps(metadata, sort_keys=True))
     writer.save(table_path(cfg, name))
 
 
-def replace_where(spark: SparkSession, cfg: Config, name: str, df: DataFrame, condition: str) -> None:
+def replace_where(spark: SparkSession, cfg: Config, name: str, df: DataFrame, condition: str,
+                  partition_by: str | None = None) -> None:
     """Atomically replace the rows matching ``condition`` (e.g. one run's rows) with ``df``."""
     if not exists(spark, cfg, name):
-        append(spark, cfg, name, df)
+        writer = df.write.format("delta").mode("append")
+        if partition_by:
+            writer = writer.partitionBy(partition_by)
+        writer.save(table_path(cfg, name))
         return
     df.write.format("delta").mode("overwrite").option("replaceWhere", condition).save(table_path(cfg, name))
+
+
+def delete_where(spark: SparkSession, cfg: Config, name: str, condition: str) -> None:
+    """Delete the rows matching ``condition`` (nothing when the table does not exist)."""
+    from delta.tables import DeltaTable
+
+    if exists(spark, cfg, name):
+        DeltaTable.forPath(spark, table_path(cfg, name)).delete(condition)
+
+
+def merge_snapshot(spark: SparkSession, cfg: Config, name: str, source: DataFrame, key: str, hash_col: str,
+                   metadata: dict | None = None) -> None:
+    """Make the table equal ``source`` (unique on ``key``) writing only what changed: rows whose
+    ``hash_col`` differs are updated, new keys inserted, keys absent from ``source`` deleted. With
+    deletion vectors on, unchanged rows are neither rewritten nor fed to the Change Data Feed."""
+    from delta.tables import DeltaTable
+
+    conf_key = "spark.databricks.delta.commitInfo.userMetadata"
+    if metadata:
+        spark.conf.set(conf_key, json.dumps(metadata, sort_keys=True))
+    try:
+        (
+            DeltaTable.forPath(spark, table_path(cfg, name)).alias("t")
+            .merge(source.alias("s"), f"t.`{key}` = s.`{key}`")
+            .whenMatchedUpdateAll(condition=f"NOT (t.`{hash_col}` <=> s.`{hash_col}`)")
+            .whenNotMatchedInsertAll()
+            .whenNotMatchedBySourceDelete()
+            .execute()
+        )
+    finally:
+        if metadata:
+            spark.conf.unset(conf_key)
+
+
+def remove_path(spark: SparkSession, path: str) -> None:
+    """Delete a folder (local or any Hadoop URI) through the driver's Hadoop FileSystem."""
+    jvm = spark._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    hpath.getFileSystem(spark._jsc.hadoopConfiguration()).delete(hpath, True)
+
+
+def _literal(value: object, dtype: T.DataType):
+    """A Spark literal Column of ``dtype`` for a Python value (maps and arrays element by element)."""
+    from pyspark.sql import functions as F
+
+    if value is None:
+        return F.lit(None).cast(dtype)
+    if isinstance(dtype, T.MapType):
+        parts = [c for k, v in value.items() for c in (F.lit(k).cast(dtype.keyType), _literal(v, dtype.valueType))]
+        return F.create_map(*parts).cast(dtype) if parts else F.create_map().cast(dtype)
+    if isinstance(dtype, T.ArrayType):
+        return F.array(*[_literal(v, dtype.elementType) for v in value]).cast(dtype)
+    return F.lit(value).cast(dtype)
+
+
+def local_rows(spark: SparkSession, rows: list[dict], schema: T.StructType) -> DataFrame:
+    """A small frame of ``rows`` (dicts by field name; absent = null) built from literals: unlike
+    ``createDataFrame`` of a Python list it needs no Python worker (each one costs a process start)."""
+    frames = [spark.range(1).select(*[_literal(r.get(f.name), f.dataType).alias(f.name) for f in schema.fields])
+              for r in rows]
+    if not frames:
+        return spark.createDataFrame([], schema)
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out
+
+
+def landing_manifests(spark: SparkSession, cfg: Config, run_id: str, side: str) -> dict[str, dict]:
+    """The bronze.manifests rows of one landing of one side, by entity (a few rows, not row data)."""
+    if not exists(spark, cfg, BRONZE_MANIFESTS):
+        return {}
+    from pyspark.sql import functions as F
+
+    rows = read(spark, cfg, BRONZE_MANIFESTS).where((F.col("run_id") == run_id) & (F.col("side") == side)).collect()
+    return {r["entity"]: r.asDict() for r in rows}
 
 
 def merge_upsert(spark: SparkSession, cfg: Config, name: str, df: DataFrame, keys: list[str]) -> None:

@@ -185,6 +185,7 @@ class FirstPass:
     warned: dict[str, int]
     commit: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    landed_by: str | None = None  # the landing run whose recorded counts vouch for the row rules
 
 
 def _read_and_count(run, st, suite_name: str, table: str) -> FirstPass:
@@ -194,7 +195,49 @@ def _read_and_count(run, st, suite_name: str, table: str) -> FirstPass:
     (the version goes into ``st.versions_read``, one key per table)."""
     commit = run.read_version(st, table)
     df = tables.read(run.spark, run.cfg, table, hint="run `recon land internal` and `recon land stripe` first")
-    return _count_rules(run, suite_name, table, df, commit, vouch=True)
+    return _vouched_by_landing(run, suite_name, table, df, commit) or _count_rules(run, suite_name, table, df, commit,
+                                                                                   vouch=True)
+
+
+# suite -> (side, entity, key) of the silver table it checks, as land records them in bronze.manifests
+_LANDED = {"internal_products": ("internal", "products", "product_id"), "internal_prices": ("internal", "prices", "price_id"),
+           "stripe_products": ("stripe", "products", "id"), "stripe_prices": ("stripe", "prices", "id")}
+
+
+def _vouched_by_landing(run, suite_name: str, table: str, df: DataFrame, commit: dict[str, Any]) -> FirstPass | None:
+    """The first pass of a silver table that land wrote in its latest commit: land evaluated this
+    suite's row rules on every record in its own pass (as Delta Live Tables' expectations do) and
+    recorded the counts in bronze.manifests, so they are read, not recomputed. None (check every row
+    here) when the latest commit is not land's, was made under other row rules, or has no manifest."""
+    landing = commit.get("landing") or {}
+    if suite_name not in _LANDED or not landing.get("run_id"):
+        return None
+    t0 = time.monotonic()
+    side, entity, key = _LANDED[suite_name]
+    suite = gx_suites.load_suite(suite_name, run.cfg)
+    if landing.get("rules_spec") != gx_suites.landing_rules_spec(suite, key, run.cfg):
+        return None
+    if any(e["meta"].get("rule") and e["meta"]["severity"] == "warn" for e in suite["expectations"]):
+        return None  # land evaluates error rules only; warn row rules are counted on the rows here
+    manifest = tables.landing_manifests(run.spark, run.cfg, landing["run_id"], side).get(entity)
+    if not manifest or manifest.get("silver_version") is None:
+        return None
+    suite = _vouch_unique(suite, commit, table)
+    note = (f"evaluated on every record by land (run {landing['run_id']}) in its own pass; counts recorded in "
+            "bronze.manifests")
+    suite = {**suite, "expectations": [
+        {**e, "meta": {**e["meta"], "vouched_by": e["meta"].get("vouched_by") or note}} if e["meta"].get("rule") else e
+        for e in suite["expectations"]]}
+    res = TableResult(suite_name, table)
+    counts = manifest["counts"] or {}
+    res.quarantined = int(counts.get("suite_quarantined") or 0)
+    res.valid = int(counts.get("silver_rows") or 0)
+    res.rows_in = res.valid + res.quarantined
+    res.reasons = {k: int(v) for k, v in (manifest["suite_failed"] or {}).items()}
+    problems = gx_suites.schema_problems(suite, df.schema)
+    rules = gx_suites.row_rules(suite, gx_suites.parameters(run.cfg)) if not problems else []
+    return FirstPass(suite_name, table, suite, df, rules, res, problems, {}, commit,
+                     seconds=time.monotonic() - t0, landed_by=landing["run_id"])
 
 
 def _count_rules(run, suite_name: str, table: str, df: DataFrame, commit: dict[str, Any] | None = None,
@@ -239,7 +282,13 @@ def _finish_table(run, gx: GxRunner, first: FirstPass, extra_params: dict[str, A
     valid = df
     cached = None
     try:
-        if res.quarantined:
+        if res.quarantined and first.landed_by:
+            # Land already quarantined these records (stage validate) in the landing that wrote silver.
+            if meta.get("row_failures") == "hold":
+                counts = ", ".join(f"{k}: {v}" for k, v in res.reasons.items())
+                res.held_because.append(f"{res.quarantined} rows broke row rules ({counts}) at landing "
+                                        f"(run {first.landed_by}); this suite holds on them")
+        elif res.quarantined:
             # Rows were rejected: now (only now) each row's reasons are needed.
             marked, flag_rules, markers = _duplicate_markers(df, suite, rules)
             flagged = quarantine.flag(marked, flag_rules).drop(*markers)

@@ -26,6 +26,11 @@ REQUESTS = [
      "list"),
     ("list prices by lookup keys", rq.list_prices(lookup_keys=[f"SKU-{i}" for i in range(10)]), "list"),
     ("list prices of a product", rq.list_prices(product="prod_1", active=False), "list"),
+    # incremental Stripe side (land/stripe_events.py): catalog events since a cursor, paged
+    ("list events since cursor", rq.list_events(types=["product.created", "product.updated", "product.deleted",
+                                                       "price.created", "price.updated", "price.deleted"],
+                                                created_gte=T0, limit=100), "list"),
+    ("list events after cursor", rq.list_events(types=["price.updated"], starting_after="evt_cursor"), "list"),
     ("retrieve product", rq.retrieve_product("prod_1"), "product"),
     ("retrieve price", rq.retrieve_price("price_1"), "price"),
     # pusher: products

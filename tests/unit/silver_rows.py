@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from stripe_recon import tables
-from stripe_recon.detect import silver_with_fingerprint
+from stripe_recon import silver, tables
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
 LINEAGE = (None, None, None, None)
@@ -22,7 +21,7 @@ def sprod(id, key, name="Widget", description=None, active=True, tax_code=None, 
     md = dict(metadata or {})
     if key is not None:
         md["internal_id"] = key
-    return (id, name, description, active, tax_code, md, None, False, created, updated, is_deleted, "{}", *LINEAGE)
+    return (id, name, description, active, tax_code, md, None, False, created, updated, is_deleted, *LINEAGE)
 
 
 def iprice(price_id, product_id, currency="usd", unit_amount=1999, interval=None, interval_count=None,
@@ -37,12 +36,12 @@ def sprice(id, lookup_key, product, currency="usd", unit_amount=1999, interval=N
            active=True, nickname=None, created=T0, is_deleted=None):
     typ = "recurring" if interval else "one_time"
     return (id, product, lookup_key, currency, unit_amount, typ, interval, interval_count, active, nickname, {},
-            False, created, is_deleted, "{}", *LINEAGE)
+            False, created, is_deleted, *LINEAGE)
 
 
 def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s=(), fingerprints=False):
     """Write the four silver tables with tables.overwrite (empty when not given); with
-    ``fingerprints`` they also get detect's stored fingerprints, as land writes them."""
+    ``fingerprints`` they also get the derived columns land stores (silver.derive), as land writes them."""
     for name, schema, rows in [
         (tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRODUCTS_SCHEMA, products_i),
         (tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS_SCHEMA, products_s),
@@ -51,5 +50,9 @@ def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s
     ]:
         df, metadata = spark.createDataFrame(list(rows), schema), None
         if fingerprints:
-            df, metadata = silver_with_fingerprint(spark, cfg, name, df)
+            products = version = None
+            if name == tables.SILVER_STRIPE_PRICES:
+                products = tables.read(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
+                version = tables.version(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
+            df, metadata = silver.derive(spark, cfg, name, df, products=products, products_version=version)
         tables.overwrite(spark, cfg, name, df, metadata)

@@ -8,8 +8,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from stripe_recon import tables
-from stripe_recon.detect import detect, fingerprint_ready
+from stripe_recon.detect import detect
 from stripe_recon.ledger import Run
+from stripe_recon.silver import stored_ready as fingerprint_ready
 
 from .silver_rows import T0, iprice, iprod, sprice, sprod, write_silver
 

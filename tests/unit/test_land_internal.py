@@ -38,9 +38,10 @@ def land(spark, make_cfg, *overrides: str, run_id: str | None = None) -> tuple[R
 
 def silver(run: Run, name: str, drop_lineage: bool = True) -> list[Row]:
     df = tables.read(run.spark, run.cfg, name)
-    # detect's stored fingerprint (tested in test_detect) follows the silver columns
-    assert df.columns[-1] == "_fp" and df.schema["_fp"].dataType.simpleString() == "bigint"
-    df = df.drop("_fp")
+    # the derived columns (silver.py; tested in test_detect and below) follow the silver columns
+    assert df.columns[-3:] == ["_fp", "_rh", "_hash"]
+    assert {df.schema[c].dataType.simpleString() for c in df.columns[-3:]} == {"bigint"}
+    df = df.drop("_fp", "_rh", "_hash")
     if drop_lineage:
         df = df.drop("_run_id", "_source", "_source_file", "_ingested_at")
     key = "product_id" if "internal_products" in name else "price_id"
@@ -95,8 +96,8 @@ def test_csv_lands_typed_silver_and_ledger(spark, make_cfg, tmp_path):
     run, out = land(spark, make_cfg, *csv_overrides(products, prices))
     assert silver(run, tables.SILVER_INTERNAL_PRODUCTS) == EXPECTED_PRODUCTS
     assert silver(run, tables.SILVER_INTERNAL_PRICES) == EXPECTED_PRICES
-    assert out["products"] == {"rows_in": 2, "landed": 2, "quarantined": 0, "silver_rows": 2}
-    assert out["prices"] == {"rows_in": 4, "landed": 4, "quarantined": 0, "silver_rows": 4}
+    assert out["products"] == {"rows_in": 2, "landed": 2, "quarantined": 0, "silver_rows": 2, "suite_quarantined": 0}
+    assert out["prices"] == {"rows_in": 4, "landed": 4, "quarantined": 0, "silver_rows": 4, "suite_quarantined": 0}
     assert out["paths"] == {"products": products, "prices": prices}
     lineage = tables.read(spark, run.cfg, tables.SILVER_INTERNAL_PRICES).select(
         "_run_id", "_source", "_source_file").distinct().collect()
@@ -104,7 +105,8 @@ def test_csv_lands_typed_silver_and_ledger(spark, make_cfg, tmp_path):
     assert lineage[0]._run_id == run.run_id and lineage[0]._source == "internal:csv"
     assert lineage[0]._source_file.endswith("prices.csv")
     bronze = tables.read(spark, run.cfg, tables.BRONZE_INTERNAL_PRICES).where("price_id = 'pr_jpy'").first()
-    assert bronze.currency == "JPY" and bronze.amount == "500"  # bronze keeps what arrived
+    assert '"currency":"JPY"' in bronze._raw and '"amount":"500"' in bronze._raw  # bronze keeps what arrived
+    assert (bronze.currency, bronze.unit_amount, bronze._reasons) == ("jpy", 500, [])  # ... and how it was read
     ledger = tables.read(spark, run.cfg, tables.GOLD_RUNS).where("stage = 'land_internal'").collect()
     assert [(r.status, r.counts["rows_in"], r.counts["landed"], r.counts["quarantined"],
              r.counts["prices.rows_in"]) for r in ledger] == [("ok", 6, 6, 0, 4)]
@@ -200,8 +202,8 @@ def test_every_bad_row_is_quarantined_with_its_reasons(spark, make_cfg, tmp_path
     ]
     assert [r.product_id for r in silver(run, tables.SILVER_INTERNAL_PRODUCTS)] == ["p_ok"]
     assert [r.price_id for r in silver(run, tables.SILVER_INTERNAL_PRICES)] == ["ok"]
-    assert out["products"] == {"rows_in": 5, "landed": 1, "quarantined": 4, "silver_rows": 1}
-    assert out["prices"] == {"rows_in": 16, "landed": 1, "quarantined": 15, "silver_rows": 1}
+    assert out["products"] == {"rows_in": 5, "landed": 1, "quarantined": 4, "silver_rows": 1, "suite_quarantined": 0}
+    assert out["prices"] == {"rows_in": 16, "landed": 1, "quarantined": 15, "silver_rows": 1, "suite_quarantined": 0}
     # the quarantined record is the row as it arrived, with its source file
     rec = tables.read(spark, run.cfg, tables.GOLD_QUARANTINE).where("key = 'usd_space'").first()
     assert '"currency":"usd "' in rec.record and rec.source_file.endswith("prices.csv") and rec.stage == "land"
@@ -217,7 +219,7 @@ def test_thousand_row_csv_with_five_bad_rows(spark, make_cfg, tmp_path):
     prices = write_csv(tmp_path / "in" / "prices.csv", PRICE_HEADER, rows)
     products = write_csv(tmp_path / "in" / "products.csv", PRODUCT_HEADER, [["p1", "One", *[None] * 6]])
     run, out = land(spark, make_cfg, *csv_overrides(products, prices))
-    assert out["prices"] == {"rows_in": 1000, "landed": 995, "quarantined": 5, "silver_rows": 995}
+    assert out["prices"] == {"rows_in": 1000, "landed": 995, "quarantined": 5, "silver_rows": 995, "suite_quarantined": 0}
     assert quarantined(run) == [
         ("price", "pr0100", ["amount_not_representable"]),
         ("price", "pr0200", ["unknown_currency"]),
@@ -233,15 +235,48 @@ def test_thousand_row_csv_with_five_bad_rows(spark, make_cfg, tmp_path):
 def test_relanding_is_idempotent(spark, make_cfg, tmp_path):
     products, prices = good_csv(tmp_path)
     ov = csv_overrides(products, prices)
-    run1, _ = land(spark, make_cfg, *ov)
+    run1, out1 = land(spark, make_cfg, *ov)
     first = (silver(run1, tables.SILVER_INTERNAL_PRODUCTS), silver(run1, tables.SILVER_INTERNAL_PRICES))
+    versions = {n: tables.version(spark, run1.cfg, n) for n in (tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRICES)}
     land(spark, make_cfg, *ov, run_id=run1.run_id)  # the same run twice: no duplicate bronze rows
     assert tables.read(spark, run1.cfg, tables.BRONZE_INTERNAL_PRICES).count() == 4
-    run2, _ = land(spark, make_cfg, *ov)  # a new run: silver replaced by an identical snapshot
+    # a new run of the same input: nothing is written again (not silver, not bronze), same counts
+    run2, out2 = land(spark, make_cfg, *ov)
+    assert out2["unchanged_since"] == run1.run_id
+    assert {k: out2[k] for k in ("products", "prices")} == {k: out1[k] for k in ("products", "prices")}
+    assert {n: tables.version(spark, run2.cfg, n) for n in versions} == versions  # no commit
     assert (silver(run2, tables.SILVER_INTERNAL_PRODUCTS), silver(run2, tables.SILVER_INTERNAL_PRICES)) == first
-    assert tables.read(spark, run2.cfg, tables.SILVER_INTERNAL_PRICES).select("_run_id").distinct().collect() == [
-        Row(_run_id=run2.run_id)]
-    assert tables.read(spark, run2.cfg, tables.BRONZE_INTERNAL_PRICES).count() == 8  # one copy per run
+    assert tables.read(spark, run2.cfg, tables.BRONZE_INTERNAL_PRICES).count() == 4  # no copy per run
+    manifests = tables.read(spark, run2.cfg, tables.BRONZE_MANIFESTS).where(f"run_id = '{run2.run_id}'").collect()
+    assert sorted((m.entity, m.records, m.bronze_rows, m.unchanged_since) for m in manifests) == [
+        ("prices", 4, 0, run1.run_id), ("products", 2, 0, run1.run_id)]
+
+
+def test_relanding_a_changed_input_writes_only_the_changes(spark, make_cfg, tmp_path):
+    products, prices = good_csv(tmp_path)
+    run1, _ = land(spark, make_cfg, *csv_overrides(products, prices))
+    # one price changed, one gone, one new; products unchanged
+    prices2 = write_csv(tmp_path / "in2" / "prices.csv", PRICE_HEADER, [
+        ["pr_usd", "p1", "usd", "24.99", "month", "1", "true", "Monthly", "2026-01-02 03:04:05"],
+        ["pr_jpy", "p1", "JPY", "500", None, None, None, None, None],
+        ["pr_kwd", "p2", "kwd", "1.230", "year", "2", "false", "Yearly", None],
+        ["pr_new", "p2", "eur", "5.00", None, None, None, None, None],
+    ])
+    run2, out2 = land(spark, make_cfg, *csv_overrides(products, prices2))
+    assert "unchanged_since" not in out2
+    got = {r.price_id: (r.unit_amount, r._run_id) for r in
+           tables.read(spark, run2.cfg, tables.SILVER_INTERNAL_PRICES).collect()}
+    assert got == {"pr_usd": (2499, run2.run_id), "pr_jpy": (500, run1.run_id), "pr_kwd": (1230, run1.run_id),
+                   "pr_new": (500, run2.run_id)}
+    # bronze gained the new and the changed record only
+    b = tables.read(spark, run2.cfg, tables.BRONZE_INTERNAL_PRICES).where(f"_run_id = '{run2.run_id}'")
+    assert sorted(r.price_id for r in b.collect()) == ["pr_new", "pr_usd"]
+    # the change feed of that landing holds exactly the changes
+    v = tables.version(spark, run2.cfg, tables.SILVER_INTERNAL_PRICES)
+    feed = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", v)
+            .load(tables.table_path(run2.cfg, tables.SILVER_INTERNAL_PRICES)))
+    assert sorted((r.price_id, r._change_type) for r in feed.collect()) == [
+        ("pr_cheap", "delete"), ("pr_new", "insert"), ("pr_usd", "update_postimage"), ("pr_usd", "update_preimage")]
 
 
 def test_relanding_same_run_does_not_duplicate_quarantine(spark, make_cfg, tmp_path):
@@ -293,4 +328,4 @@ def test_csv_lines_with_too_many_or_too_few_fields_are_quarantined_not_cut(spark
     ]
     records = tables.read(spark, run.cfg, tables.GOLD_QUARANTINE).where("key = 'long'").first().record
     assert records == "long,p1,usd,1.00,,,,,,EXTRA"  # the line as it arrived
-    assert out["prices"] == {"rows_in": 3, "landed": 1, "quarantined": 2, "silver_rows": 1}
+    assert out["prices"] == {"rows_in": 3, "landed": 1, "quarantined": 2, "silver_rows": 1, "suite_quarantined": 0}

@@ -90,13 +90,13 @@ def test_mixed_jsonl_lands_products_and_prices(spark, make_cfg, tmp_path):
         ("price_b", "prod_2", None, "jpy", 500, "one_time", None, None, False, None, {"a": "b"}, ts(1), False),
         ("price_c", "prod_1", None, "kwd", 12340, "one_time", None, None, True, None, {}, ts(0), False),
     ]
-    assert out["products"] == {"rows_in": 2, "landed": 2, "quarantined": 0, "silver_rows": 2}
-    assert out["prices"] == {"rows_in": 3, "landed": 3, "quarantined": 0, "silver_rows": 3}
+    assert out["products"] == {"rows_in": 2, "landed": 2, "quarantined": 0, "silver_rows": 2, "suite_quarantined": 0}
+    assert out["prices"] == {"rows_in": 3, "landed": 3, "quarantined": 0, "silver_rows": 3, "suite_quarantined": 0}
     assert (out["rows_in"], out["landed"], out["quarantined"]) == (5, 5, 0)
-    # bronze and silver keep the object's JSON as exported: unknown fields are not lost
-    raw = tables.read(spark, run.cfg, tables.SILVER_STRIPE_PRODUCTS).where("id = 'prod_1'").first().raw
+    # bronze keeps the object's JSON as exported: unknown fields are not lost
+    raw = tables.read(spark, run.cfg, tables.BRONZE_STRIPE_OBJECTS).where("id = 'prod_1'").first().raw
     assert json.loads(raw)["unknown_field"] == {"x": 1}
-    b = tables.read(spark, run.cfg, tables.BRONZE_STRIPE_PRICES).select(
+    b = tables.read(spark, run.cfg, tables.BRONZE_STRIPE_OBJECTS).where("_entity = 'price'").select(
         "id", "object", "_run_id", "_source", "_source_file").collect()
     assert sorted(r.id for r in b) == ["price_a", "price_b", "price_c"]
     assert {(r.object, r._run_id, r._source) for r in b} == {("price", run.run_id, "stripe:jsonl")}
@@ -133,8 +133,8 @@ def test_airbyte_raw_records_with_is_deleted(spark, make_cfg, tmp_path):
         ("prod_1", "New", True, False), ("prod_2", "Name prod_2", True, True), ("prod_3", "Name prod_3", True, True)]
     assert silver(run, tables.SILVER_STRIPE_PRICES, ["id", "currency", "unit_amount", "is_deleted"]) == [
         ("price_a", "eur", 1000, False)]
-    assert out["products"] == {"rows_in": 4, "landed": 4, "quarantined": 0, "silver_rows": 3}
-    bronze = tables.read(spark, run.cfg, tables.BRONZE_STRIPE_PRODUCTS).where("_airbyte_raw_id = 'r3'").first()
+    assert out["products"] == {"rows_in": 4, "landed": 4, "quarantined": 0, "silver_rows": 3, "suite_quarantined": 0}
+    bronze = tables.read(spark, run.cfg, tables.BRONZE_STRIPE_OBJECTS).where("_airbyte_raw_id = 'r3'").first()
     assert (bronze.id, bronze.is_deleted, bronze._source, json.loads(bronze.raw)["id"]) == (
         "prod_2", True, "stripe:airbyte", "prod_2")
     # forcing the wrong format quarantines instead of guessing
@@ -159,7 +159,7 @@ def test_duplicate_ids_keep_the_latest_deterministically(spark, make_cfg, tmp_pa
     # ties on whole-second `updated` resolve on the raw JSON: the same answer whatever the file order
     assert silver(run, tables.SILVER_STRIPE_PRODUCTS, ["id", "name"]) == [("prod_1", "v2"), ("prod_2", "tie-b")]
     assert silver(run, tables.SILVER_STRIPE_PRICES, ["id", "nickname"]) == [("price_a", "newer")]
-    assert out["products"] == {"rows_in": 4, "landed": 4, "quarantined": 0, "silver_rows": 2}
+    assert out["products"] == {"rows_in": 4, "landed": 4, "quarantined": 0, "silver_rows": 2, "suite_quarantined": 0}
 
 
 def test_bad_lines_are_quarantined_with_reasons(spark, make_cfg, tmp_path):
@@ -212,13 +212,17 @@ def test_relanding_the_same_export_is_idempotent(spark, make_cfg, tmp_path):
     run1, out1 = land(spark, make_cfg, f)
     first = (silver(run1, tables.SILVER_STRIPE_PRODUCTS, P_COLS), silver(run1, tables.SILVER_STRIPE_PRICES, PR_COLS))
     land(spark, make_cfg, f, run_id=run1.run_id)  # the same run twice
-    assert tables.read(spark, run1.cfg, tables.BRONZE_STRIPE_PRODUCTS).count() == 2
+    assert tables.read(spark, run1.cfg, tables.BRONZE_STRIPE_OBJECTS).count() == 4
     assert len(quarantined(run1)) == 1
-    run2, out2 = land(spark, make_cfg, f)
+    run2, out2 = land(spark, make_cfg, f)  # a new run of the same export: nothing written but the manifest
+    assert out2["unchanged_since"] == run1.run_id
     assert (silver(run2, tables.SILVER_STRIPE_PRODUCTS, P_COLS), silver(run2, tables.SILVER_STRIPE_PRICES, PR_COLS)) \
         == first
-    assert {k: out2[k] for k in ("products", "prices")} == {k: out1[k] for k in ("products", "prices")}
+    assert {k: out2[k] for k in ("products", "prices", "unrecognised")} == {
+        k: out1[k] for k in ("products", "prices", "unrecognised")}
     assert tables.read(spark, run2.cfg, tables.SILVER_STRIPE_PRODUCTS).count() == 1
+    assert tables.read(spark, run2.cfg, tables.BRONZE_STRIPE_OBJECTS).count() == 4
+    assert len(quarantined(run2)) == 1  # the repeated landing still names its rejected line
 
 
 def test_missing_path_names_it(spark, make_cfg, tmp_path):
@@ -259,6 +263,10 @@ def test_rows_match_silver_schema(spark, make_cfg, tmp_path):
     for name, schema in ((tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS_SCHEMA),
                          (tables.SILVER_STRIPE_PRICES, tables.SILVER_STRIPE_PRICES_SCHEMA)):
         got = tables.read(spark, run.cfg, name).schema
-        # the silver columns, then detect's stored fingerprint and mapped key (see detect.silver_with_fingerprint)
-        derived = [("_fp", T.LongType()), ("_key", T.StringType())]
+        # the silver columns, then the derived columns (silver.py)
+        derived = [("_fp", T.LongType()), ("_key", T.StringType()), ("_primary", T.BooleanType()),
+                   ("_active_ids", T.ArrayType(T.StringType()))]
+        if name == tables.SILVER_STRIPE_PRICES:
+            derived.append(("_product_key", T.StringType()))
+        derived += [("_rh", T.LongType()), ("_hash", T.LongType())]
         assert [(f.name, f.dataType) for f in got.fields] == [(f.name, f.dataType) for f in schema.fields] + derived

@@ -18,7 +18,7 @@ from stripe_recon.detect import discrepancies
 from .silver_rows import iprice, iprod, sprice, sprod
 
 LIB = Path(__file__).resolve().parents[2] / "lib" / "stripe_recon"
-DATA_PATH = ["detect.py", "normalise.py", "canonical.py", "plan.py", *(f"land/{p.name}" for p in sorted((LIB / "land").glob("*.py")))]
+DATA_PATH = ["detect.py", "normalise.py", "canonical.py", "plan.py", "records.py", "silver.py", *(f"land/{p.name}" for p in sorted((LIB / "land").glob("*.py")))]
 FORBIDDEN_CALLS = {"udf", "pandas_udf", "toPandas", "toLocalIterator", "collect", "mapInPandas", "applyInPandas",
                    "mapInArrow", "foreach", "foreachPartition"}
 FORBIDDEN_ATTRS = {"rdd"}

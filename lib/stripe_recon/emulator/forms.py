@@ -15,7 +15,7 @@ from .errors import StripeAPIError, bad_value
 
 _TOKEN = re.compile(r"\[([^\[\]]*)\]")
 #: Top-level params that are arrays: ``name[0]`` indexes them. Elsewhere (``metadata[0]``) a digit is a key.
-LIST_PARAMS = frozenset({"expand", "lookup_keys", "ids", "images", "marketing_features"})
+LIST_PARAMS = frozenset({"expand", "lookup_keys", "ids", "images", "marketing_features", "types"})
 
 
 def _split_key(key: str) -> list[str]:

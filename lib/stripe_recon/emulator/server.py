@@ -8,11 +8,13 @@ a token-bucket rate limit (429 ``rate_limit``) and seeded fault injection (see `
 
 API (``Authorization: Bearer sk_test_...`` required, any such key):
 ``GET|POST /v1/products``, ``GET|POST|DELETE /v1/products/{id}``, ``GET|POST /v1/prices``,
-``GET|POST /v1/prices/{id}``.
+``GET|POST /v1/prices/{id}``, ``GET /v1/events`` and ``GET /v1/events/{id}`` (one event per applied
+write, kept 30 days; see events.py).
 
 Control endpoints (no key, JSON in and out):
 ``GET /_emulator/state`` (counts and settings), ``GET /_emulator/journal[?since=SEQ]``,
 ``POST /_emulator/reset``, ``POST /_emulator/seed`` ``{"path": DIR}`` or ``{"objects": [...]}``,
+``POST /_emulator/events/age`` ``{"seconds": N}`` (every event moves N seconds into the past),
 ``POST /_emulator/faults`` ``{"rates": {...}, "seed": 1, "latency_seconds": 0.2,
 "force": [{"kind": "lost_response", "times": 1, "method": "POST", "path_prefix": "/v1/prices"}],
 "clear": true}``, ``POST /_emulator/rate_limit`` ``{"rate": 100, "burst": 100}`` (rate null = off).
@@ -140,6 +142,11 @@ class EmulatorServer:
 
     def seed_from(self, path: str) -> dict[str, int]:
         return self.store.seed(read_seed_objects(path))
+
+    def age_events(self, seconds: int) -> int:
+        """Move every recorded event ``seconds`` into the past (tests of Stripe's 30-day retention)."""
+        with self.store.lock:
+            return self.store.events.age(seconds)
 
     def set_rate_limit(self, rate: float | None, burst: float | None = None) -> None:
         self.bucket = TokenBucket(rate, burst) if rate else None
@@ -277,6 +284,10 @@ class EmulatorServer:
     def _route(self, method: str, path: str) -> tuple[Callable[[str | None, dict[str, Any]], dict[str, Any]], str | None]:
         parts = [p for p in path.split("/") if p]
         store = self.store
+        if method == "GET" and len(parts) in (2, 3) and parts[:2] == ["v1", "events"]:
+            if len(parts) == 2:
+                return (lambda _i, p: store.events.list(p)), None
+            return (lambda i, p: store.events.retrieve(i or "")), parts[2]
         if len(parts) in (2, 3) and parts[0] == "v1" and parts[1] in ("products", "prices"):
             kind = parts[1][:-1]
             if len(parts) == 2:
@@ -306,7 +317,7 @@ class EmulatorServer:
                              "or we can help at https://support.stripe.com/.")
 
     def _render(self, path: str, result: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        if result.get("object") == "list" or result.get("deleted"):
+        if result.get("object") in ("list", "event") or result.get("deleted"):
             return result
         expand = params.get("expand") or []
         kind = "product" if path.startswith("/v1/products") else "price"
@@ -345,6 +356,8 @@ class EmulatorServer:
                 for f in data.get("force", []):
                     self.faults.force(f["kind"], int(f.get("times", 1)), f.get("method"), f.get("path_prefix"))
                 return 200, self.faults.describe()
+            if method == "POST" and path == "/_emulator/events/age":
+                return 200, {"events": self.age_events(int(data["seconds"]))}
             if method == "POST" and path == "/_emulator/rate_limit":
                 self.set_rate_limit(data.get("rate"), data.get("burst"))
                 return 200, self.state()

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..currencies import EXPONENTS
 from .errors import StripeAPIError, invalid, missing, unknown_param
+from .events import EventLog, changed_fields
 from .forms import as_bool, as_dict, as_int, as_list, as_str
 
 PRODUCT_CREATE = {
@@ -122,6 +123,7 @@ class Store:
             self.journal: list[dict[str, Any]] = []
             self.seed_report: dict[str, Any] = {}
             self._rng = random.Random(self._seed)
+            self.events = EventLog(self.now, lambda: self.new_id("evt_", 24))
 
     def now(self) -> int:
         return int(self._clock())
@@ -215,6 +217,7 @@ class Store:
             }
             self._apply_product_fields(obj, params, creating=True)
             self._insert("product", obj)
+            self.events.record("product.created", obj)
             return obj
 
     def _apply_product_fields(self, obj: dict[str, Any], params: dict[str, Any], *, creating: bool) -> None:
@@ -274,8 +277,10 @@ class Store:
             obj = copy.deepcopy(current)
             self._apply_product_fields(obj, params, creating=False)  # validates everything first
             obj["updated"] = self.now()
+            previous = changed_fields(current, obj)
             current.clear()
             current.update(obj)
+            self.events.record("product.updated", current, previous)
             return current
 
     def delete_product(self, oid: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -286,6 +291,7 @@ class Store:
                 raise StripeAPIError(
                     400, "This product cannot be deleted because it has one or more user-created prices. "
                     "Archive it instead (active=false).", param="id")
+            self.events.record("product.deleted", self.objects["product"][oid])
             self._remove("product", oid)
             return {"id": oid, "object": "product", "deleted": True}
 
@@ -357,6 +363,7 @@ class Store:
                               code="parameter_invalid_string")
             self._apply_price_fields(obj, params, creating=True)
             self._insert("price", obj)
+            self.events.record("price.created", obj)
             return obj
 
     def _apply_price_fields(self, obj: dict[str, Any], params: dict[str, Any], *, creating: bool) -> None:
@@ -393,6 +400,7 @@ class Store:
                 del self.lookup_index[old]
             if holder is not None and holder != obj["id"]:
                 self.objects["price"][holder]["lookup_key"] = None
+                self.events.record("price.updated", self.objects["price"][holder], {"lookup_key": key})
             obj["lookup_key"] = key
             if key:
                 self.lookup_index[key] = obj["id"]
@@ -414,8 +422,10 @@ class Store:
             # _apply_price_fields validates everything before it moves a lookup key, so an error
             # leaves the store untouched.
             self._apply_price_fields(obj, params, creating=False)
+            previous = changed_fields(current, obj)
             current.clear()
             current.update(obj)
+            self.events.record("price.updated", current, previous)
             return current
 
     # -- lists ----------------------------------------------------------------------------------

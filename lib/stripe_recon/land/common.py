@@ -1,37 +1,56 @@
-"""What both landing sides share: input path checks, bronze writes, bronze -> silver + quarantine.
+"""What both landing sides share: one lean pass per entity, change-only writes, counts from the writes.
 
-The flow of one entity (products or prices of one side)::
+A landing of one side (docs/internals.md, "Landing"):
 
-    input --to bronze--> bronze.<side>_<entity>   (replaceWhere _run_id = this run: re-landing the
-                                                   same run never duplicates bronze rows)
-    bronze rows of this run --canonical.*--> flagged (silver columns + _reasons)
-        valid   -> silver.<side>_<entity>          (overwritten: silver is the latest snapshot; with detect's
-                                                   fingerprint _fp and mapped key _key, see detect.py)
-        invalid -> gold.quarantine                 (replaceWhere run_id/stage/source: idempotent too)
+1. **Unchanged?** The input's manifest (records, and an order-free hash of the records as they
+   arrived) is compared with the one the side's last landing recorded in its silver commits. Equal,
+   under the same landing spec, with silver untouched since: nothing is written but the bronze
+   manifest row, and the ledger says "unchanged since run X" (:func:`unchanged_since`).
+2. **Bronze** (pass A, side-specific): every record parsed and typed once, flagged by every row rule
+   (land's own and the GX suite's compiled row rules, :func:`with_suite_reasons`), with its raw hash
+   ``_rh``; on a first landing all of them are appended, on a re-landing only those whose ``_rh`` is not
+   in silver (:func:`new_or_changed`). The records' counts are observed on that write.
+3. **Silver** (pass B, :func:`publish`): the records that pass, one per key. Repeated internal keys
+   are rejected (``duplicate_key``) and a Stripe id exported more than once keeps its latest version,
+   both decided by narrow aggregations (no whole row is shuffled for them); then the derived columns
+   (silver.py). A first landing writes silver directly; a re-landing writes the new snapshot to a
+   scratch table and MERGEs into silver only the rows whose ``_hash`` changed, inserts the new keys and
+   deletes the vanished ones, so the Change Data Feed holds exactly the changes. All counts (rows in,
+   landed, quarantined per rule, silver rows, the id-set hash) are observed on that one write.
+4. **Quarantine**: only when a rule failed (known from the counts), the rejected records with their
+   reasons go to gold.quarantine: land's rules as stage ``land``, the suite's as stage ``validate``.
 
-Counts come from one aggregation over the flagged frame, so ``rows_in = landed + quarantined``.
-
-The flagged frame is computed once per entity and kept (memory, spilling to disk) until the stage's
-quarantine write: the count, the silver write and the quarantine write read it instead of parsing and
-checking bronze three times (JSON parsing and the duplicate-key window are most of land's cost). Only
-what those three writes need is kept: the silver columns, ``_reasons`` and, for rejected rows only,
-the record as it arrived.
+Nothing is cached but per-key frames that are small by construction; ``input rows = landed +
+quarantined`` holds by construction (one flag array per row).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .. import canonical, quarantine, tables
-from ..detect import silver_with_fingerprint
+from .. import canonical, gx_suites, quarantine, records, silver, tables
 from ..errors import InputError
 from ..ledger import Run
+from ..quarantine import REASONS, Rule
+
+SUITE_REASONS = "_suite_reasons"
+ROW = "_row"  # a unique id of a record within one landing (Stripe: picks one of identical versions)
+# Bump when what land writes changes meaning (rules, derived columns): stored manifests stop matching.
+LAND_VERSION = 2
+
+
+def _empty() -> Column:
+    return F.array().cast("array<string>")
 
 
 @dataclass(frozen=True)
@@ -39,33 +58,19 @@ class EntitySpec:
     """How one entity of one side lands."""
 
     entity: str  # product | price (gold.quarantine.entity)
+    side: str  # internal | stripe
     key: str  # silver key column
-    bronze: str  # bronze table name
     silver: str  # silver table name
     schema: T.StructType  # silver schema
-    canonicalise: Callable[[DataFrame], DataFrame]  # bronze -> flagged
-    dedup: Callable[[DataFrame], DataFrame] | None = None  # valid rows -> one row per key
+    suite: str  # GX suite whose row rules land evaluates (conf/expectations/<suite>.json)
+    land_rules: tuple[str, ...]  # names of land's own rules (gold.quarantine reasons, stage land)
+
+    @property
+    def plural(self) -> str:
+        return self.entity + "s"
 
 
-class CacheScope:
-    """Frames persisted for one landing stage, unpersisted when the ``with`` block ends (error or not)."""
-
-    def __init__(self) -> None:
-        self.frames: list[DataFrame] = []
-
-    def keep(self, df: DataFrame) -> DataFrame:
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        self.frames.append(df)
-        return df
-
-    def __enter__(self) -> CacheScope:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for df in self.frames:
-            df.unpersist()
-        self.frames.clear()
-
+# -- paths and reading ----------------------------------------------------------------------------
 
 def sql_str(value: str) -> str:
     """A SQL string literal."""
@@ -109,7 +114,7 @@ def read_input(what: str, path: str, read: Callable[[], DataFrame]) -> DataFrame
         raise
 
 
-def lineage(run: Run, source: str, source_file: F.Column) -> list[F.Column]:
+def lineage(run: Run, source: str, source_file: Column) -> list[Column]:
     return [
         F.lit(run.run_id).alias("_run_id"),
         F.lit(source).alias("_source"),
@@ -118,76 +123,300 @@ def lineage(run: Run, source: str, source_file: F.Column) -> list[F.Column]:
     ]
 
 
-def write_bronze(run: Run, name: str, df: DataFrame) -> None:
-    """Append this run's rows; a second landing of the same run replaces them instead of doubling."""
-    tables.replace_where(run.spark, run.cfg, name, df, f"_run_id = {sql_str(run.run_id)}")
+# -- rules --------------------------------------------------------------------------------------
+
+def suite_rules(run: Run, spec: EntitySpec) -> list[Rule]:
+    """The suite's compiled row rules land evaluates per record (gx_suites.landing_row_rules)."""
+    return gx_suites.landing_row_rules(gx_suites.load_suite(spec.suite, run.cfg), spec.key, run.cfg)
 
 
-def read_bronze(run: Run, name: str) -> DataFrame:
-    return tables.read(run.spark, run.cfg, name).where(F.col("_run_id") == run.run_id)
+def rules_spec(run: Run, spec: EntitySpec) -> str:
+    """Id of the suite's row rules as land evaluates them (validate vouches only for the same id)."""
+    return gx_suites.landing_rules_spec(gx_suites.load_suite(spec.suite, run.cfg), spec.key, run.cfg)
 
 
-def _slim(flagged: DataFrame, spec: EntitySpec) -> DataFrame:
-    """What the silver and quarantine writes read: silver columns (not yet cast), the reasons, the
-    columns de-duplication orders by, and the arriving record of rejected rows only."""
-    keep = [f.name for f in spec.schema.fields] + [c for c in ("_airbyte_extracted_at",) if c in flagged.columns]
-    rejected = F.size(quarantine.REASONS) > 0
-    return flagged.select(
-        *[F.col(f"`{c}`") for c in keep], F.col(quarantine.REASONS),
-        F.when(rejected, F.col(canonical.RECORD)).alias(canonical.RECORD),
-    )
+def with_suite_reasons(df: DataFrame, rules_by_entity: dict[str, list[Rule]], entity_col: str | None = None) -> DataFrame:
+    """Add ``_suite_reasons``: the suite row rules a record that passed land's own rules breaks.
+
+    With ``entity_col`` (Stripe lines) each entity's rules apply to its own records only."""
+    arrays = []
+    for entity, rules in rules_by_entity.items():
+        col = quarantine.reasons_column(rules)
+        arrays.append((entity, col))
+    if entity_col is None:
+        reasons = arrays[0][1]
+    else:
+        reasons = _empty()
+        for entity, col in arrays:
+            reasons = F.when(F.col(entity_col) == entity, col).otherwise(reasons)
+    return df.withColumn(SUITE_REASONS, F.when(F.size(REASONS) == 0, reasons).otherwise(_empty()))
 
 
-def bronze_and_count(run: Run, spec: EntitySpec, bronze_df: DataFrame,
-                     cache: CacheScope) -> tuple[dict[str, int], DataFrame]:
-    """Write this run's bronze rows, flag them, count them. Returns (counts, flagged frame).
+# -- the manifest and the unchanged check -----------------------------------------------------------
 
-    counts: rows_in, landed (valid rows), quarantined, silver_rows (after de-duplication by key;
-    differs from landed only for Stripe objects exported more than once). One aggregation job, which
-    also fills the cache of the flagged frame (kept by ``cache`` for :func:`publish` and the
-    quarantine write).
-    """
-    write_bronze(run, spec.bronze, bronze_df)
-    flagged = cache.keep(_slim(spec.canonicalise(read_bronze(run, spec.bronze)), spec))
-    row = flagged.agg(
+def hash_sums(h: Column) -> list[Column]:
+    """Order-free sums of a 64-bit hash: its low and high 32 bits, each summed in a long (no overflow
+    below 2^31 records)."""
+    return [F.sum(h.bitwiseAND(F.lit(0xFFFFFFFF))).alias("h_lo"), F.sum(F.shiftrightunsigned(h, 32)).alias("h_hi")]
+
+
+def manifest_of(df: DataFrame, h: Column) -> dict[str, int]:
+    """{rows, h_lo, h_hi} of a frame of records in one aggregation (no row data leaves Spark)."""
+    row = df.agg(F.count(F.lit(1)).alias("rows"), *hash_sums(h)).first()
+    return {"rows": int(row["rows"]), "h_lo": int(row["h_lo"] or 0), "h_hi": int(row["h_hi"] or 0)}
+
+
+def landing_spec(run: Run, specs: list[EntitySpec], extra: dict[str, Any]) -> str:
+    """Id of everything a landing's output depends on besides the input: the derived columns' specs,
+    the suites' row rules, the key mapping, LAND_VERSION and side options (``extra``)."""
+    from ..normalise import icu_available
+
+    icu = icu_available(run.spark)
+    doc = {"version": LAND_VERSION, "extra": extra,
+           "tables": {s.silver: [silver.fingerprint_spec(run.cfg, s.silver, icu), rules_spec(run, s)] for s in specs}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def unchanged_since(run: Run, specs: list[EntitySpec], manifest: dict[str, int], spec_id: str,
+                    commits: dict[str, dict]) -> dict | None:
+    """The landing record of the side's last landing when this input is the same (same manifest and
+    landing spec, and every silver table's latest commit is that landing's); else None."""
+    found = None
+    for s in specs:
+        landing = (commits.get(s.silver) or {}).get("landing") or {}
+        if landing.get("spec") != spec_id or landing.get("input") != manifest:
+            return None
+        if found is not None and landing.get("run_id") != found.get("run_id"):
+            return None
+        found = landing
+    return found
+
+
+# -- pass A: bronze -------------------------------------------------------------------------------
+
+def new_or_changed(run: Run, arrived: DataFrame, silver_tables: list[str]) -> DataFrame:
+    """The arrived records whose raw hash is not among the current silver rows' (all of them when
+    silver has none): what a re-landing appends to bronze."""
+    known = None
+    for name in silver_tables:
+        if tables.exists(run.spark, run.cfg, name):
+            df = tables.read(run.spark, run.cfg, name)
+            if silver.RAW_HASH in df.columns:
+                part = df.select(F.col(silver.RAW_HASH).alias("_known_rh"))
+                known = part if known is None else known.unionByName(part)
+    if known is None:
+        return arrived
+    return arrived.join(known.distinct(), arrived[silver.RAW_HASH] == F.col("_known_rh"), "left_anti")
+
+
+def write_bronze(run: Run, name: str, df: DataFrame, partition_by: str | None = None) -> None:
+    """Append this run's records; a second landing of the same run replaces them instead of doubling."""
+    tables.replace_where(run.spark, run.cfg, name, df, f"_run_id = {sql_str(run.run_id)}", partition_by=partition_by)
+
+
+def write_manifest(run: Run, side: str, rows: list[dict[str, Any]]) -> None:
+    """One bronze.manifests row per entity of this landing: files, counts, hashes, what was written."""
+    tables.replace_where(run.spark, run.cfg, tables.BRONZE_MANIFESTS, tables.local_rows(run.spark, rows, tables.MANIFESTS_SCHEMA),
+                         f"run_id = {sql_str(run.run_id)} AND side = {sql_str(side)}")
+
+
+# -- pass B: silver ---------------------------------------------------------------------------------
+
+@dataclass
+class Published:
+    """What :func:`publish` wrote for one entity."""
+
+    counts: dict[str, int]  # rows_in, landed, quarantined, silver_rows, suite_quarantined
+    rejected: DataFrame | None  # quarantine rows to write (None: nothing was rejected)
+    details: dict[str, Any] = field(default_factory=dict)  # per-rule counts, id-set hash, silver version
+
+
+def _observed_counts(spec: EntitySpec, suite_names: list[str]) -> tuple[list[Column], Callable[[dict], dict]]:
+    """Aggregates observed on a flagged frame (``_land_ok``, ``_winner`` set) and how to read them."""
+    land_ok, winner = F.col("_land_ok"), F.col("_winner")
+    clean = winner & (F.size(SUITE_REASONS) == 0)
+    aggs = [
         F.count(F.lit(1)).alias("rows_in"),
-        F.expr(f"count_if(size({quarantine.REASONS}) = 0)").alias("landed"),
-        F.expr(f"count_if(size({quarantine.REASONS}) > 0)").alias("quarantined"),
-        F.expr(f"count(DISTINCT CASE WHEN size({quarantine.REASONS}) = 0 THEN {spec.key} END)").alias("silver_rows"),
-    ).first()
-    return {k: int(row[k] or 0) for k in ("rows_in", "landed", "quarantined", "silver_rows")}, flagged
+        F.count_if(land_ok).alias("landed"),
+        F.count_if(~land_ok).alias("quarantined"),
+        F.count_if(winner).alias("suite_rows_in"),
+        F.count_if(winner & (F.size(SUITE_REASONS) > 0)).alias("suite_quarantined"),
+        F.count_if(clean).alias("silver_rows"),
+        F.bit_xor(F.when(clean, F.xxhash64(F.col(spec.key)))).alias("id_set"),
+        *[F.count_if(F.array_contains(REASONS, n)).alias(f"r{i}") for i, n in enumerate(spec.land_rules)],
+        *[F.count_if(winner & F.array_contains(SUITE_REASONS, n)).alias(f"s{i}") for i, n in enumerate(suite_names)],
+    ]
+
+    def read(got: dict) -> dict:
+        counts = {k: int(got.get(k) or 0) for k in ("rows_in", "landed", "quarantined", "silver_rows")}
+        return {
+            "counts": counts,
+            "suite_rows_in": int(got.get("suite_rows_in") or 0),
+            "suite_quarantined": int(got.get("suite_quarantined") or 0),
+            "id_set": int(got.get("id_set") or 0),
+            "land_failed": {n: int(got[f"r{i}"]) for i, n in enumerate(spec.land_rules) if got.get(f"r{i}")},
+            "suite_failed": {n: int(got[f"s{i}"]) for i, n in enumerate(suite_names) if got.get(f"s{i}")},
+        }
+
+    return aggs, read
 
 
-def publish(run: Run, spec: EntitySpec, flagged: DataFrame, source: str) -> DataFrame:
-    """Replace the silver table with the valid rows; return the rejected rows as quarantine rows."""
-    valid, rejected = quarantine.split(flagged)
-    if spec.dedup is not None:
-        valid = spec.dedup(valid)
-    silver, metadata = silver_with_fingerprint(run.spark, run.cfg, spec.silver, valid.select(*canonical.silver_columns(spec.schema)))
-    # The key is unique by construction (repeated keys quarantined, or de-duplicated): say so with the
-    # commit, so the input gate need not shuffle the table to check it again (validate._vouch_unique).
-    tables.overwrite(run.spark, run.cfg, spec.silver, silver, {**metadata, "unique": [spec.key]})
-    return quarantine.to_quarantine_rows(
-        run.run_id, rejected, stage="land", source=source, entity=spec.entity, key_col=spec.key,
-        record_col=canonical.RECORD, source_file_col="_source_file",
+def mark_repeated_keys(flagged: DataFrame, key: str, broadcast_max: int, frames: records.SmallFrames) -> DataFrame:
+    """Internal records: every record of a key that occurs more than once (among non-null keys) gets
+    ``duplicate_key``. The repeated keys come from a narrow aggregation of the key column alone."""
+    repeated = (flagged.where(F.col(key).isNotNull()).groupBy(F.col(key).alias("_dup_key")).count()
+                .where("count > 1").select("_dup_key", F.lit(True).alias("_dup")))
+    marked = records.join_small(flagged, repeated, F.col(key), "_dup_key", broadcast_max, frames)
+    reasons = F.when(F.coalesce(F.col("_dup"), F.lit(False)),
+                     F.concat(F.col(REASONS), F.array(F.lit("duplicate_key")))).otherwise(F.col(REASONS))
+    return marked.withColumn(REASONS, reasons).drop("_dup_key", "_dup")
+
+
+def mark_latest_versions(flagged: DataFrame, broadcast_max: int, frames: records.SmallFrames) -> DataFrame:
+    """Stripe records: ``_loser`` is true on every version of an id that is not its latest
+    (canonical.latest_version_order; ``_row`` breaks ties between identical lines). Only ids that
+    occur more than once among the valid records are looked at, found by a narrow aggregation."""
+    ok = flagged.where(F.size(REASONS) == 0)
+    winners = (ok.groupBy(F.col("id").alias("_w_id"))
+               .agg(F.count(F.lit(1)).alias("_w_n"), F.max_by(F.col(ROW), canonical.latest_version_order()).alias("_w_row"))
+               .where("_w_n > 1").select("_w_id", "_w_row"))
+    marked = records.join_small(flagged, winners, F.col("id"), "_w_id", broadcast_max, frames)
+    loser = F.col("_w_row").isNotNull() & (F.col(ROW) != F.col("_w_row"))
+    return marked.withColumn("_loser", loser).drop("_w_id", "_w_row")
+
+
+def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[str], frames: records.SmallFrames,
+            *, metadata: dict[str, Any], products: DataFrame | None = None, products_version: int | None = None,
+            ) -> Published:
+    """Silver for one entity from its flagged records (pass B); returns the counts and the rejected rows.
+
+    ``flagged``: the typed silver columns, ``_reasons`` (land's row rules), ``_suite_reasons``,
+    ``_record``, ``_rh``, lineage (Stripe: also ``_row``, ``is_deleted``, ``raw``...). ``metadata``: the
+    landing record (spec, run, input manifest) stored with the silver commit."""
+    cfg = run.cfg
+    bmax = cfg.detect.broadcast_max_rows
+    if spec.side == "internal":
+        marked = mark_repeated_keys(flagged, spec.key, bmax, frames).withColumn("_loser", F.lit(False))
+    else:
+        marked = mark_latest_versions(flagged, bmax, frames)
+    marked = marked.withColumns({"_land_ok": F.size(REASONS) == 0}).withColumn(
+        "_winner", F.col("_land_ok") & ~F.col("_loser"))
+    aggs, read = _observed_counts(spec, suite_names)
+    obs = Observation(f"land_{spec.side}_{spec.plural}_{uuid.uuid4().hex[:8]}")
+    observed = marked.observe(obs, *aggs)
+    clean = observed.where(F.col("_winner") & (F.size(SUITE_REASONS) == 0))
+    rows = clean.select(*canonical.silver_columns(spec.schema), F.col(silver.RAW_HASH))
+    derived, derived_meta = silver.derive(run.spark, cfg, spec.silver, rows, products=products,
+                                          products_version=products_version, frames=frames)
+    meta = {**derived_meta, "unique": [spec.key], "landing": {**metadata, "rules_spec": rules_spec(run, spec)}}
+    version = write_snapshot(run, spec.silver, derived, meta)
+    got = read(obs.get)
+    rejected = None
+    if got["counts"]["quarantined"] or got["suite_quarantined"]:
+        bad = marked.where(~F.col("_land_ok") | (F.col("_winner") & (F.size(SUITE_REASONS) > 0)))
+        rejected = _quarantine_rows(run, spec, bad)
+    counts = {**got["counts"], "suite_quarantined": got["suite_quarantined"]}
+    return Published(counts, rejected, {**got, "silver_version": version})
+
+
+def _quarantine_rows(run: Run, spec: EntitySpec, bad: DataFrame) -> DataFrame:
+    """Rejected records as gold.quarantine rows: land's reasons (stage land) or, for records that
+    passed them, the suite's (stage validate)."""
+    land_bad = F.size(REASONS) > 0
+    return bad.select(
+        F.lit(run.run_id).alias("run_id"),
+        F.when(land_bad, F.lit("land")).otherwise(F.lit("validate")).alias("stage"),
+        F.lit(spec.side).alias("source"),
+        F.lit(spec.entity).alias("entity"),
+        F.col(spec.key).cast("string").alias("key"),
+        F.when(land_bad, F.col(REASONS)).otherwise(F.col(SUITE_REASONS)).alias("reasons"),
+        F.col(canonical.RECORD).cast("string").alias("record"),
+        F.col("_source_file").cast("string").alias("source_file"),
+        F.current_timestamp().alias("quarantined_at"),
     )
 
 
-def land_entity(run: Run, spec: EntitySpec, bronze_df: DataFrame, source: str,
-                cache: CacheScope) -> tuple[dict[str, int], DataFrame]:
-    """:func:`bronze_and_count` then :func:`publish`. Returns (counts, quarantine rows to write)."""
-    counts, flagged = bronze_and_count(run, spec, bronze_df, cache)
-    return counts, publish(run, spec, flagged, source)
+def write_snapshot(run: Run, name: str, df: DataFrame, metadata: dict[str, Any]) -> int:
+    """Make silver ``name`` hold exactly ``df``; returns the version written.
+
+    No silver yet (or one without land's row hash): an overwrite. Else the snapshot goes to a scratch
+    table first and is MERGEd on the key: rows whose ``_hash`` changed are updated, new keys
+    inserted, vanished keys deleted; unchanged rows are not touched, so the change feed (and the
+    commit) holds only what changed."""
+    spark, cfg = run.spark, run.cfg
+    entity, side = silver.SIDES[name]
+    key = silver.KEYS[side][entity]
+    target = tables.read(spark, cfg, name) if tables.exists(spark, cfg, name) else None
+    if target is None or silver.ROW_HASH not in target.columns or target.columns != df.columns:
+        tables.overwrite(spark, cfg, name, df, metadata, properties=tables.SILVER_PROPERTIES)
+        return tables.version(spark, cfg, name)
+    scratch = f"{cfg.storage.root.rstrip('/')}/runs/{run.run_id}/scratch/{name}"
+    df.write.format("delta").mode("overwrite").save(scratch)
+    try:
+        source = spark.read.format("delta").load(scratch)
+        tables.merge_snapshot(spark, cfg, name, source, key, silver.ROW_HASH, metadata)
+    finally:
+        tables.remove_path(spark, scratch)
+    return tables.version(spark, cfg, name)
 
 
 def write_quarantine(run: Run, source: str, frames: list[DataFrame]) -> None:
     """Write this run's landing rejects of one side; landing the same run again replaces them."""
+    cond = (f"run_id = {sql_str(run.run_id)} AND stage IN ('land', 'validate') AND source = {sql_str(source)}")
+    if not frames:
+        if not run.fresh:  # a re-landing of a run may replace rows an earlier attempt wrote
+            tables.delete_where(run.spark, run.cfg, tables.GOLD_QUARANTINE, cond)
+        return
     rows = frames[0]
     for f in frames[1:]:
         rows = rows.unionByName(f)
-    rows = rows.select(*tables.QUARANTINE_SCHEMA.fieldNames())
-    cond = f"run_id = {sql_str(run.run_id)} AND stage = 'land' AND source = {sql_str(source)}"
-    tables.replace_where(run.spark, run.cfg, tables.GOLD_QUARANTINE, rows, cond)
+    tables.replace_where(run.spark, run.cfg, tables.GOLD_QUARANTINE, rows.select(*tables.QUARANTINE_SCHEMA.fieldNames()), cond)
+
+
+def copy_quarantine(run: Run, source: str, from_run: str) -> None:
+    """An unchanged landing keeps the rejects of the landing it repeats, under its own run id."""
+    q = tables.read(run.spark, run.cfg, tables.GOLD_QUARANTINE).where(
+        f"run_id = {sql_str(from_run)} AND stage IN ('land', 'validate') AND source = {sql_str(source)}")
+    write_quarantine(run, source, [q.withColumn("run_id", F.lit(run.run_id))])
+
+
+def manifest_row(run: Run, side: str, plural: str, files: list[str], manifest: dict, bronze_rows: int,
+                 counts: dict[str, int], details: dict[str, Any]) -> dict[str, Any]:
+    """The bronze.manifests row of one entity of a landing that wrote silver."""
+    return {
+        "run_id": run.run_id, "side": side, "entity": plural, "files": files, "records": manifest["rows"],
+        "input_hash": [manifest["h_lo"], manifest["h_hi"]], "bronze_rows": bronze_rows, "counts": counts,
+        "land_failed": details["land_failed"], "suite_failed": details["suite_failed"],
+        "id_set_hash": details["id_set"], "silver_version": details["silver_version"], "unchanged_since": None,
+        "created_at": dt.datetime.now(dt.timezone.utc),
+    }
+
+
+def repeat_landing(run: Run, side: str, prev_run: str, manifests: dict[str, dict], files: dict[str, list[str]],
+                   ) -> dict[str, dict[str, int]]:
+    """A side whose input equals its last landing's (``prev_run``): nothing is written but the
+    manifest rows (and a copy of that landing's rejects under this run id). Returns the counts of
+    that landing, per entity."""
+    prev = tables.landing_manifests(run.spark, run.cfg, prev_run, side)
+    out: dict[str, dict[str, int]] = {}
+    rows = []
+    for plural, manifest in manifests.items():
+        old = prev.get(plural) or {}
+        counts = {k: int(v) for k, v in (old.get("counts") or {}).items()}
+        out[plural] = counts
+        rows.append({
+            "run_id": run.run_id, "side": side, "entity": plural, "files": files.get(plural, []),
+            "records": manifest["rows"], "input_hash": [manifest["h_lo"], manifest["h_hi"]], "bronze_rows": 0,
+            "counts": counts, "land_failed": old.get("land_failed"), "suite_failed": old.get("suite_failed"),
+            "id_set_hash": old.get("id_set_hash"), "silver_version": old.get("silver_version"),
+            "unchanged_since": prev_run, "created_at": dt.datetime.now(dt.timezone.utc),
+        })
+    if any(c.get("quarantined") or c.get("suite_quarantined") for c in out.values()):
+        copy_quarantine(run, side, prev_run)
+    elif not run.fresh:
+        write_quarantine(run, side, [])
+    write_manifest(run, side, rows)
+    return out
 
 
 def ledger_counts(per_entity: dict[str, dict[str, int]]) -> dict[str, int]:
