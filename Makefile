@@ -15,11 +15,12 @@ PRODUCTS ?= 2000
 export GX_ANALYTICS_ENABLED := false
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: help venv run test test-fast test-compat test-cdc lint bench dist clean services stripe-mock
+.PHONY: help venv run test test-fast test-chaos test-compat test-cdc lint bench dist clean services stripe-mock
 
 help:
 	@echo "make run          generate a catalog, start the local Stripe emulator, run the whole job"
 	@echo "make test         install what the tests need and run them"
+	@echo "make test-chaos   faults, SIGKILLed pushes, concurrent writers and a replay against the emulator"
 	@echo "make test-compat  the end-to-end tests on pyspark 3.5 + delta-spark 3.3 (AWS Glue 5.0)"
 	@echo "make test-cdc     the real CDC stack (PostgreSQL -> Debezium -> Kafka) and the tests marked cdc"
 	@echo "make lint | bench | dist | clean"
@@ -46,16 +47,21 @@ run: $(STAMP)
 	@bash scripts/make_run.sh "$(RUN_DIR)" "$(PRODUCTS)"
 
 test: $(STAMP) $(STRIPE_MOCK) services
-	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not cdc" $(PYTEST_ARGS)
+	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not cdc and not chaos" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not cdc" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not cdc and not chaos" $(PYTEST_ARGS)
 
 # Starts the stack (jars cached in .cache/cdc), runs the tests marked cdc, stops every process it started.
 test-cdc: $(STAMP)
 	bash scripts/cdc_services.sh start
 	RECON_CDC_REQUIRED=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m cdc $(PYTEST_ARGS); \
 	    rc=$$?; bash scripts/cdc_services.sh stop; exit $$rc
+
+# The chaos lane (tests/chaos, marked `chaos`, left out of `make test`): real processes, the emulator with
+# faults on, seeded SIGKILLs, concurrent writers and a replay; prints its figures (CHAOS_SEED=N to vary).
+test-chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m chaos tests/chaos $(PYTEST_ARGS)
 
 $(COMPAT_STAMP): setup.py
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 error (the message says what and what to do), 2 usage e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -51,14 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--jdbc-url", help="JDBC URL; implies --format jdbc")
     li.add_argument("--jdbc-user")
     li.add_argument("--allow-empty", action="store_true", help="accept an empty internal input")
-    li.set_defaults(func=cmd_land_internal)
+    li.set_defaults(func=cmd_land_internal, writes="land internal")
     ls = land_sub.add_parser("stripe", help="land the Stripe side from export files or the API")
     _common(ls)
     src = ls.add_mutually_exclusive_group()
     src.add_argument("--from-files", metavar="PATH", help="API-object JSON lines or Airbyte raw records")
     src.add_argument("--from-api", action="store_true", help="export products and prices through the API")
     ls.add_argument("--format", choices=["auto", "jsonl", "airbyte"])
-    ls.set_defaults(func=cmd_land_stripe)
+    ls.add_argument("--allow-empty", action="store_true", help="accept an export with no products or no prices")
+    ls.set_defaults(func=cmd_land_stripe, writes="land stripe")
 
     for name, helptext, func in [
         ("validate", "run the input validation gates (Great Expectations) and quarantine bad rows", "cmd_validate"),
@@ -70,23 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "detect":
             p.add_argument("--fail-on-discrepancies", action="store_true",
                            help="exit 3 when any discrepancy is found (for schedulers that alert on drift)")
-        p.set_defaults(func=globals()[func])
+        p.set_defaults(func=globals()[func], writes=name)
 
     push = sub.add_parser("push", help="apply the planned corrections to Stripe")
     _common(push)
     push.add_argument("--dry-run", action="store_true", help="verify and report, write nothing")
     push.add_argument("--approve", metavar="PLAN_HASH", help="release a held plan with this hash")
     push.add_argument("--force", action="store_true", help="push even a held plan")
-    push.set_defaults(func=cmd_push)
+    push.set_defaults(func=cmd_push, writes="push")
 
     run = sub.add_parser("run", help="every stage in order: land, validate, detect, plan, push")
     _common(run)
     run.add_argument("--dry-run", action="store_true", help="stop before writing to Stripe")
     run.add_argument("--approve", metavar="PLAN_HASH")
     run.add_argument("--force", action="store_true")
-    run.add_argument("--allow-empty", action="store_true")
+    run.add_argument("--allow-empty", action="store_true", help="accept an empty internal input or Stripe export")
     run.add_argument("--fail-on-discrepancies", action="store_true")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, writes="run")
 
     rep = sub.add_parser("report", help="print or write the run report")
     _common(rep)
@@ -108,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws (reproducible runs)")
     emu.add_argument("--latency", type=float, default=0.2, help="seconds added by the latency fault")
     emu.set_defaults(func=cmd_emulator)
+
+    lease = sub.add_parser("lease", help="show or break the storage root's writer lease")
+    lease_sub = lease.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, helptext in (("show", "print the holder of the lease (JSON), without waiting"),
+                             ("break", "free the lease now, whoever holds it (its pushes keep their claims)")):
+        lp = lease_sub.add_parser(action, help=helptext)
+        _common(lp)
+        lp.set_defaults(func=cmd_lease)
 
     dep = sub.add_parser("deploy", help="deploy the job to a scheduler (AWS Glue 5.0)")
     dep_sub = dep.add_subparsers(dest="target", required=True, metavar="TARGET")
@@ -175,6 +185,8 @@ def cmd_land_stripe(args: argparse.Namespace, cfg: Config) -> int:
         sets.append("sources.stripe.mode=api")
     if args.format:
         sets.append(f"sources.stripe.format={args.format}")
+    if args.allow_empty:
+        sets.append("sources.stripe.allow_empty=true")
     from .pipeline import land_stripe
 
     cfg = cfg.with_overrides(*sets)
@@ -223,7 +235,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from .pipeline import run_all
 
     if args.allow_empty:
-        cfg = cfg.with_overrides("sources.internal.allow_empty=true")
+        cfg = cfg.with_overrides("sources.internal.allow_empty=true", "sources.stripe.allow_empty=true")
     run = _run(args, cfg)
     summary = run_all(run, dry_run=args.dry_run, approve=args.approve, force=args.force)
     _print(summary)
@@ -258,6 +270,29 @@ def cmd_emulator(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def cmd_lease(args: argparse.Namespace, cfg: Config) -> int:
+    from .lease import break_lease, read_holder
+
+    spark = _session(cfg)
+    holder = read_holder(spark, cfg) if args.action == "show" else break_lease(spark, cfg)
+    key = "holder" if args.action == "show" else "broken"
+    _print({"storage_root": cfg.storage.root, key: holder.as_dict() if holder else None,
+            **({"state": holder.state(cfg.lease.timeout_seconds)} if holder else {})})
+    return 0
+
+
+def _writer_lease(args: argparse.Namespace, cfg: Config) -> contextlib.AbstractContextManager[Any]:
+    """The storage root's lease around a writing command (``writes`` set by its parser), else nothing.
+    The command's run id is fixed here, so the lease names the run the ledger will show."""
+    if not getattr(args, "writes", None):
+        return contextlib.nullcontext()
+    from .lease import hold
+    from .ledger import new_run_id
+
+    args.run_id = args.run_id or new_run_id()
+    return hold(_session(cfg), cfg, run_id=args.run_id, command=args.writes)
+
+
 def cmd_deploy_glue(args: argparse.Namespace, cfg: Config) -> int:
     from .deploy import deploy_glue, find_wheel
 
@@ -279,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, Config], int] = args.func
     try:
         cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
-        return handler(args, cfg)
+        with _writer_lease(args, cfg):
+            return handler(args, cfg)
     except ReconError as exc:
         print(f"recon: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -98,6 +98,7 @@ class StripeSource(Section):
     mode: Literal["files", "api"] = "files"
     path: str | None = None
     format: Literal["auto", "jsonl", "airbyte"] = "auto"
+    allow_empty: bool = False
     events_retention_days: int = Field(30, ge=1)  # Stripe keeps /v1/events this long (land/stripe_events.py)
 
 
@@ -166,6 +167,20 @@ class Guard(Section):
     max_shrink_ratio: float = Field(0.10, ge=0, le=1)
 
 
+class LeaseConf(Section):
+    """The storage root's writer lease (lease.py) and the pusher's claims (claims.py)."""
+
+    heartbeat_seconds: float = Field(10, gt=0)
+    timeout_seconds: float = Field(120, gt=0)
+
+    @model_validator(mode="after")
+    def _timeout_spans_heartbeats(self) -> LeaseConf:
+        if self.timeout_seconds < 4 * self.heartbeat_seconds:
+            raise ValueError(f"lease.timeout_seconds ({self.timeout_seconds:g}) must be at least 4 x "
+                             f"lease.heartbeat_seconds ({self.heartbeat_seconds:g})")
+        return self
+
+
 class ValidationConf(Section):
     enabled: bool = True
     row_count_band: float = Field(0.5, ge=0)
@@ -206,6 +221,7 @@ class Config(Section):
     metadata: MetadataConf = Field(default_factory=MetadataConf)
     detect: DetectConf = Field(default_factory=DetectConf)
     guard: Guard = Field(default_factory=Guard)
+    lease: LeaseConf = Field(default_factory=LeaseConf)
     validation: ValidationConf = Field(default_factory=ValidationConf)
     deploy: DeployConf = Field(default_factory=DeployConf)
 

@@ -5,7 +5,9 @@ A plan is *held* when it
 - changes more than ``guard.max_change_ratio`` of the catalog (Stripe writes / catalog size),
 - archives more than ``guard.max_archive_ratio`` of the catalog, or
 - was built from an internal snapshot that shrank more than ``guard.max_shrink_ratio`` since the
-  previous ``land_internal`` run (product counts from the runs ledger ``gold.runs``), or
+  previous ``land_internal`` run (product counts from the runs ledger ``gold.runs``), or from a
+  Stripe side whose products or prices shrank more than that since the previous ``land_stripe``
+  (an export that lost objects would make the plan create them again), or
 - creates objects while the latest Stripe landing quarantined objects: a rejected Stripe object is
   absent from silver, so its internal record looks missing and a create could duplicate it.
 
@@ -29,11 +31,23 @@ from pyspark.sql import functions as F
 
 from . import tables
 from .config import Config, Guard
+from .errors import InputError
 
 #: Ledger count keys that may hold the landed internal product count (first one present wins).
 PRODUCT_COUNT_KEYS = ("products.silver_rows", "products.landed")
 LAND_INTERNAL_STAGE = "land_internal"
 LAND_STRIPE_STAGE = "land_stripe"
+#: Stripe entities whose landed count (``<entity>.silver_rows`` in the ledger) the shrink check follows.
+STRIPE_ENTITIES = ("products", "prices")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One landed entity's row count in the newest and in the previous successful landing."""
+
+    entity: str  # products | prices
+    now: int | None
+    prev: int | None
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class GuardInput:
     internal_prev: int | None = None  # products in the snapshot before it
     creates: int = 0  # create_product + create_price
     stripe_quarantined: int = 0  # Stripe objects the latest land_stripe quarantined
+    stripe_snapshots: tuple[Snapshot, ...] = ()  # Stripe products / prices, newest vs previous landing
 
 
 @dataclass
@@ -76,6 +91,15 @@ def evaluate(guard: Guard, inp: GuardInput) -> Verdict:
                 f"internal snapshot shrank {shrink:.2%} > max_shrink_ratio {guard.max_shrink_ratio:.2%} "
                 f"({inp.internal_prev} -> {inp.internal_now} products since the previous land_internal run)"
             )
+    for snap in inp.stripe_snapshots:
+        if snap.prev and snap.now is not None:
+            shrink = (snap.prev - snap.now) / snap.prev
+            if shrink > guard.max_shrink_ratio:
+                reasons.append(
+                    f"Stripe {snap.entity} shrank {shrink:.2%} > max_shrink_ratio {guard.max_shrink_ratio:.2%} "
+                    f"({snap.prev} -> {snap.now} since the previous land_stripe run): an incomplete export "
+                    f"would make the plan create what it lost"
+                )
     if inp.creates and inp.stripe_quarantined:
         reasons.append(
             f"the latest Stripe landing quarantined {inp.stripe_quarantined} objects and the plan creates "
@@ -98,19 +122,50 @@ def stripe_quarantined(spark: SparkSession, cfg: Config) -> int:
     return int(row["q"] or 0) if row else 0
 
 
-def internal_snapshot_counts(spark: SparkSession, cfg: Config) -> tuple[int | None, int | None]:
-    """(latest, previous) internal product counts from the last two successful ``land_internal``
-    ledger rows; None where there is no such run or no known count key."""
+def _last_two_landings(spark: SparkSession, cfg: Config, stage: str) -> list:
+    """The counts of the two newest successful ledger rows of ``stage`` (newest first)."""
     if not tables.exists(spark, cfg, tables.GOLD_RUNS):
-        return None, None
-    rows = (
+        return []
+    return (
         tables.read(spark, cfg, tables.GOLD_RUNS)
-        .filter((F.col("stage") == LAND_INTERNAL_STAGE) & (F.col("status") == "ok"))
+        .filter((F.col("stage") == stage) & (F.col("status") == "ok"))
         .orderBy(F.col("started_at").desc(), F.col("run_id").desc())
         .select("counts")
         .limit(2)
         .collect()  # two ledger rows, not row data
     )
+
+
+def stripe_snapshot_counts(spark: SparkSession, cfg: Config) -> tuple[Snapshot, ...]:
+    """Stripe products and prices landed by the newest and the previous successful ``land_stripe``
+    (``<entity>.silver_rows``); None where there is no such landing."""
+    rows = _last_two_landings(spark, cfg, LAND_STRIPE_STAGE)
+
+    def pick(i: int, entity: str) -> int | None:
+        counts = rows[i]["counts"] if len(rows) > i else None
+        value = (counts or {}).get(f"{entity}.silver_rows")
+        return None if value is None else int(value)
+
+    return tuple(Snapshot(e, pick(0, e), pick(1, e)) for e in STRIPE_ENTITIES)
+
+
+def refuse_empty_stripe(counts: dict[str, dict[str, int]], where: str, allow_empty: bool) -> None:
+    """Raise InputError when the Stripe input holds no products or no prices (``counts`` = land's
+    per-entity counts, ``rows_in``) unless ``allow_empty``: an empty side would plan creating the
+    whole catalog again. Call it before silver is replaced."""
+    empty = [e for e in STRIPE_ENTITIES if not (counts.get(e) or {}).get("rows_in")]
+    if empty and not allow_empty:
+        raise InputError(
+            f"Stripe input {where} holds no {' and no '.join(empty)}: against a full internal catalog the plan "
+            "would create everything again. Fix the export, or pass --allow-empty "
+            "(sources.stripe.allow_empty=true) if the Stripe account really has none."
+        )
+
+
+def internal_snapshot_counts(spark: SparkSession, cfg: Config) -> tuple[int | None, int | None]:
+    """(latest, previous) internal product counts from the last two successful ``land_internal``
+    ledger rows; None where there is no such run or no known count key."""
+    rows = _last_two_landings(spark, cfg, LAND_INTERNAL_STAGE)
 
     def pick(counts: dict[str, int] | None) -> int | None:
         for key in PRODUCT_COUNT_KEYS:

@@ -464,7 +464,8 @@ def plan(run: Any) -> dict[str, Any]:
                 writes=n, archives=archives, catalog=max(n_ip + n_ipr, n_stripe),
                 internal_now=now, internal_prev=prev,
                 creates=counts.get("create_product", 0) + counts.get("create_price", 0),
-                stripe_quarantined=guard_mod.stripe_quarantined(spark, cfg)))
+                stripe_quarantined=guard_mod.stripe_quarantined(spark, cfg),
+                stripe_snapshots=guard_mod.stripe_snapshot_counts(spark, cfg)))
             reasons = list(verdict.reasons)
             if not allow_archives:
                 reasons.append("internal input is empty: no archive was planned")

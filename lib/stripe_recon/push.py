@@ -11,9 +11,14 @@
   Each write carries the correction's own Idempotency-Key (``-create``/``-default``/``-archive``
   suffixes for the three writes of a replace_price), so a retry after a lost response is replayed.
 - Verify before write: the object is re-read; already in the target state -> ``applied`` without
-  a write (this makes reruns after a crash converge); no longer holding the ``observed`` values ->
-  ``stale``; for creates, our deterministic product id / the price's lookup_key already present
-  with the planned attributes -> ``applied``.
+  a write (this makes reruns after a crash converge; such a correction is counted as
+  ``already_applied``, not ``applied``: the summary's ``applied`` is what this push wrote); no
+  longer holding the ``observed`` values -> ``stale``; for creates, our deterministic product id /
+  the price's lookup_key already present with the planned attributes -> ``applied`` (already).
+- Claims (claims.py): the pending corrections are claimed in one Delta commit before anything is
+  sent, and only this push's claims are sent, so two pushes never send one correction at once
+  (``claimed_elsewhere`` counts those another live push holds); a push whose heartbeat fails
+  stops writing (the rest is ``skipped``, retried by the next push).
 - Statuses are MERGEd into gold.corrections every ``stripe.status_chunk_size`` results by a writer
   thread; ``applied`` is never re-sent.
 - Held plans are pushed only with ``approve=<plan_hash>`` or ``force``. ``dry_run`` verifies and
@@ -21,7 +26,7 @@
 
 Example::
 
-    summary = push(run, dry_run=False)   # {"applied": 10, "failed": 0, "stale": 1, ... "ops_per_s": 93.1}
+    summary = push(run, dry_run=False)   # {"applied": 10, "already_applied": 2, "failed": 0, "stale": 1, ...}
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from pyspark.sql import functions as F
 
 from . import stripe_requests as sr
 from . import tables
+from .claims import Claims
 from .errors import HeldError, InputError
 from .ratelimit import TokenBucket, global_bucket
 
@@ -57,14 +63,24 @@ BACKOFF_CAP = 8.0
 @dataclass
 class Outcome:
     correction_id: str
-    status: str  # applied | failed | stale | skipped | would_apply (dry run)
+    status: str  # applied | failed | stale | skipped | would_apply (dry run): the outbox status
     attempts: int = 0
     last_error: str | None = None
     result_id: str | None = None
+    wrote: bool = False  # this push sent a write for it (False for an ``applied`` found in place)
+
+    @property
+    def counter(self) -> str:
+        """The summary count it adds to: ``found_applied`` for an ``applied`` that needed no write."""
+        return "found_applied" if self.status == "applied" and not self.wrote else self.status
 
 
 class Stale(Exception):
     """Stripe no longer holds the values observed at detection: do not write."""
+
+
+class Fenced(Exception):
+    """This push may no longer write (its claims' heartbeat failed): leave the correction for later."""
 
 
 # -- sending with the budget and retries ------------------------------------------------------------
@@ -199,22 +215,27 @@ def _missing(exc: stripe.StripeError) -> bool:
 class Applier:
     """Applies one correction (a dict of a gold.corrections row) with verify-before-write."""
 
-    def __init__(self, sender: Sender, dry_run: bool = False, prefetched: dict[str, Any] | None = None) -> None:
+    def __init__(self, sender: Sender, dry_run: bool = False, prefetched: dict[str, Any] | None = None,
+                 may_write: Callable[[], bool] | None = None) -> None:
         self.s = sender
         self.dry_run = dry_run
         # the object as just read by a batched list (see push()); None = read it here
         self.prefetched = prefetched
+        self.may_write = may_write  # checked before every write (claims.Claims.may_write)
 
     def apply(self, row: dict[str, Any]) -> Outcome:
         cid = row["correction_id"]
         self._attempts = 0
+        self._wrote = False
         try:
             handler = getattr(self, "_" + row["operation"])
             status, result_id = handler(row, json.loads(row["payload"]),
                                         json.loads(row["observed"]) if row.get("observed") else None)
-            return Outcome(cid, status, self._attempts, None, result_id)
+            return Outcome(cid, status, self._attempts, None, result_id, wrote=self._wrote)
         except Stale as exc:
             return Outcome(cid, "stale", self._attempts, str(exc)[:1000])
+        except Fenced as exc:
+            return Outcome(cid, "skipped", self._attempts, str(exc)[:1000], wrote=self._wrote)
         except stripe.StripeError as exc:
             self._attempts += getattr(exc, "attempts", 1)
             code = exc.code or type(exc).__name__
@@ -232,6 +253,10 @@ class Applier:
         return out
 
     def _write(self, req: sr.StripeRequest, idem: str) -> dict[str, Any]:
+        if self.may_write is not None and not self.may_write():
+            raise Fenced("not sent: this push's claim heartbeat is failing (another push may take the "
+                         "correction over); the next push retries it")
+        self._wrote = True
         return self._send(req, idem)
 
     def _retrieve(self, req: sr.StripeRequest) -> dict[str, Any] | None:
@@ -263,6 +288,7 @@ class Applier:
             current = self._retrieve(sr.retrieve_product(pid))
             if current is None:
                 raise
+            self._wrote = False  # it was there before this push's create: already applied
             return self._ours(current, row), pid
         return "applied", pid
 
@@ -486,8 +512,6 @@ class _Progress:
 def push(run: Any, dry_run: bool = False, approve: str | None = None, force: bool = False,
          client: stripe.StripeClient | None = None) -> dict[str, Any]:
     """Push the latest plan. Raises :class:`HeldError` for a held plan without a matching approval."""
-    from .stripe_client import build_client
-
     spark, cfg = run.spark, run.cfg
     with run.stage("push") as st:
         plan_row = _latest_plan(run)
@@ -510,98 +534,132 @@ def push(run: Any, dry_run: bool = False, approve: str | None = None, force: boo
                                 f"Review it, then run: recon push --approve {h} (or --force)")
         run.read_version(st, tables.GOLD_CORRECTIONS)
         corr = tables.read(spark, cfg, tables.GOLD_CORRECTIONS).filter(F.col("plan_hash") == h)
-        before = {r["status"]: r["n"] for r in corr.groupBy("status").agg(F.count("*").alias("n")).collect()}
-        deps = corr.select(F.col("correction_id").alias("dep_id"), F.col("status").alias("dep_status"))
-        pending = (
-            corr.filter(F.col("status").isin(statuses)).alias("c")
-            .join(deps.alias("d"), F.expr("c.depends_on = d.dep_id"), "left")
-            .select("c.correction_id", "c.seq", "c.entity", "c.key", "c.stripe_id", "c.operation", "c.payload",
-                    "c.observed", "c.idempotency_key", "c.depends_on", "d.dep_status")
-            .orderBy("seq", "correction_id")
-        )
-        total = sum(v for k, v in before.items() if k in statuses)
-
-        bucket = global_bucket(cfg.stripe.rate_limit_per_second)
-        sender = Sender(client or build_client(cfg), bucket, cfg.stripe.max_attempts)
-        progress = _Progress(total)
-        writer = None if dry_run else _StatusWriter(run, cfg.stripe.status_chunk_size)
-        if writer:
-            writer.start()
-        results: dict[str, str] = {}
-        counts = {"applied": 0, "failed": 0, "stale": 0, "skipped": 0, "would_apply": 0}
-        lock = threading.Lock()
-        slots = threading.BoundedSemaphore(cfg.stripe.threads * 4)
-
-        def record(outcome: Outcome) -> None:
-            with lock:
-                results[outcome.correction_id] = outcome.status
-                counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            if writer:
-                writer.q.put(outcome)
-            progress.tick()
-
-        def work(row: dict[str, Any], current: dict[str, Any] | None) -> None:
-            try:  # one Applier per correction: attempts are its own
-                record(Applier(sender, dry_run=dry_run, prefetched=current).apply(row))
-            finally:
-                slots.release()
-
-        batch: list[dict[str, Any]] = []
-
-        def submit(row: dict[str, Any], current: dict[str, Any] | None = None) -> None:
-            slots.acquire()
-            futures.append(pool.submit(work, row, current))
-
-        def flush_batch() -> None:
-            if not batch:
-                return
-            found = prefetch_products(sender, [r["stripe_id"] for r in batch])
-            for r in batch:
-                submit(r, found.get(r["stripe_id"]))
-            batch.clear()
-
-        t0 = time.monotonic()
-        futures: list[Future[None]] = []
-        current_seq = None
+        before = _status_counts(corr)
+        claims = None
+        if not dry_run and any(before.get(k) for k in statuses):
+            claims = Claims(spark, cfg, run.run_id)
         try:
-            with ThreadPoolExecutor(max_workers=cfg.stripe.threads, thread_name_prefix="push") as pool:
-                for r in pending.toLocalIterator(prefetchPartitions=True):
-                    row = r.asDict()
-                    if current_seq is not None and row["seq"] != current_seq:
-                        flush_batch()
-                        wait(futures)  # dependency barrier: products before their prices
-                        futures.clear()
-                    current_seq = row["seq"]
-                    dep = row.get("depends_on")
-                    if dep:
-                        dep_status = results.get(dep, row.get("dep_status"))
-                        if dep_status != "applied" and not (dry_run and dep_status == "would_apply"):
-                            record(Outcome(row["correction_id"], "skipped", 0,
-                                           f"depends on {dep} which is {dep_status}"))
-                            continue
-                    if row["operation"] in BATCH_VERIFY_OPS and row.get("stripe_id"):
-                        batch.append(row)
-                        if len(batch) >= sr.MAX_PAGE:
-                            flush_batch()
-                    else:
-                        submit(row)
-                flush_batch()
-                wait(futures)
+            if claims is not None:
+                claims.take(corr.filter(F.col("status").isin(statuses)), sum(before.get(k, 0) for k in statuses))
+                # read again after claiming: a push that ended meanwhile merged its statuses first
+                corr = tables.read(spark, cfg, tables.GOLD_CORRECTIONS).filter(F.col("plan_hash") == h)
+                before = _status_counts(corr)
+            summary = _send(run, corr, statuses, before, claims, dry_run, client)
         finally:
-            if writer:
-                writer.q.put(None)
-                writer.join()
-        seconds = time.monotonic() - t0
-        progress.tick(final=True)
-        if writer and writer.error is not None:
-            raise writer.error
-        done = sum(counts.values())
-        summary = {
-            "plan_hash": h, "dry_run": dry_run, "total": total, **counts,
-            "already_applied": int(before.get("applied", 0)), "held": 0,
-            "requests": sender.requests, "retries": sender.retries,
-            "seconds": round(seconds, 3), "ops_per_s": round(done / seconds, 2) if seconds > 0 else 0.0,
-            "requests_per_s": round(sender.requests / seconds, 2) if seconds > 0 else 0.0,
-        }
+            if claims is not None:
+                claims.release()
+        summary = {"plan_hash": h, "dry_run": dry_run, **summary}
         st.counts.update({k: int(v) for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)})
     return summary
+
+
+def _status_counts(corr: Any) -> dict[str, int]:
+    """{status: corrections} of one plan (one aggregation)."""
+    return {r["status"]: int(r["n"]) for r in corr.groupBy("status").agg(F.count("*").alias("n")).collect()}
+
+
+def _send(run: Any, corr: Any, statuses: list[str], before: dict[str, int], claims: Claims | None,
+          dry_run: bool, client: stripe.StripeClient | None) -> dict[str, Any]:
+    """Send the pending corrections of ``corr`` (only those ``claims`` holds); returns the counts."""
+    from .stripe_client import build_client
+
+    cfg = run.cfg
+    deps = corr.select(F.col("correction_id").alias("dep_id"), F.col("status").alias("dep_status"))
+    todo = corr.filter(F.col("status").isin(statuses))
+    if claims is not None:
+        todo = todo.join(claims.mine(), "correction_id", "left_semi")
+    pending = (
+        todo.alias("c")
+        .join(deps.alias("d"), F.expr("c.depends_on = d.dep_id"), "left")
+        .select("c.correction_id", "c.seq", "c.entity", "c.key", "c.stripe_id", "c.operation", "c.payload",
+                "c.observed", "c.idempotency_key", "c.depends_on", "d.dep_status")
+        .orderBy("seq", "correction_id")
+    )
+    total = sum(v for k, v in before.items() if k in statuses)
+    elsewhere = claims.elsewhere if claims is not None else 0
+    may_write = claims.may_write if claims is not None else None
+
+    bucket = global_bucket(cfg.stripe.rate_limit_per_second)
+    sender = Sender(client or build_client(cfg), bucket, cfg.stripe.max_attempts)
+    progress = _Progress(total - elsewhere)
+    writer = None if dry_run else _StatusWriter(run, cfg.stripe.status_chunk_size)
+    if writer:
+        writer.start()
+    results: dict[str, str] = {}
+    counts = {"applied": 0, "found_applied": 0, "failed": 0, "stale": 0, "skipped": 0, "would_apply": 0}
+    lock = threading.Lock()
+    slots = threading.BoundedSemaphore(cfg.stripe.threads * 4)
+
+    def record(outcome: Outcome) -> None:
+        with lock:
+            results[outcome.correction_id] = outcome.status
+            counts[outcome.counter] = counts.get(outcome.counter, 0) + 1
+        if writer:
+            writer.q.put(outcome)
+        progress.tick()
+
+    def work(row: dict[str, Any], current: dict[str, Any] | None) -> None:
+        try:  # one Applier per correction: attempts are its own
+            record(Applier(sender, dry_run=dry_run, prefetched=current, may_write=may_write).apply(row))
+        finally:
+            slots.release()
+
+    batch: list[dict[str, Any]] = []
+
+    def submit(row: dict[str, Any], current: dict[str, Any] | None = None) -> None:
+        slots.acquire()
+        futures.append(pool.submit(work, row, current))
+
+    def flush_batch() -> None:
+        if not batch:
+            return
+        found = prefetch_products(sender, [r["stripe_id"] for r in batch])
+        for r in batch:
+            submit(r, found.get(r["stripe_id"]))
+        batch.clear()
+
+    t0 = time.monotonic()
+    futures: list[Future[None]] = []
+    current_seq = None
+    try:
+        with ThreadPoolExecutor(max_workers=cfg.stripe.threads, thread_name_prefix="push") as pool:
+            for r in pending.toLocalIterator(prefetchPartitions=True):
+                row = r.asDict()
+                if current_seq is not None and row["seq"] != current_seq:
+                    flush_batch()
+                    wait(futures)  # dependency barrier: products before their prices
+                    futures.clear()
+                current_seq = row["seq"]
+                dep = row.get("depends_on")
+                if dep:
+                    dep_status = results.get(dep, row.get("dep_status"))
+                    if dep_status != "applied" and not (dry_run and dep_status == "would_apply"):
+                        record(Outcome(row["correction_id"], "skipped", 0,
+                                       f"depends on {dep} which is {dep_status}"))
+                        continue
+                if row["operation"] in BATCH_VERIFY_OPS and row.get("stripe_id"):
+                    batch.append(row)
+                    if len(batch) >= sr.MAX_PAGE:
+                        flush_batch()
+                else:
+                    submit(row)
+            flush_batch()
+            wait(futures)
+    finally:
+        if writer:
+            writer.q.put(None)
+            writer.join()
+    seconds = time.monotonic() - t0
+    progress.tick(final=True)
+    if writer and writer.error is not None:
+        raise writer.error
+    done = sum(counts.values())
+    return {
+        "total": total, **counts,
+        # had landed before this push: applied in the outbox already, or found in place by the verify read
+        "already_applied": int(before.get("applied", 0)) + counts["found_applied"],
+        "claimed_elsewhere": elsewhere, "held": 0,
+        "requests": sender.requests, "retries": sender.retries,
+        "seconds": round(seconds, 3), "ops_per_s": round(done / seconds, 2) if seconds > 0 else 0.0,
+        "requests_per_s": round(sender.requests / seconds, 2) if seconds > 0 else 0.0,
+    }

@@ -36,6 +36,9 @@ GOLD_CORRECTIONS = "gold.corrections"
 GOLD_INTERNAL_CORRECTIONS = "gold.internal_corrections"
 GOLD_PLANS = "gold.plans"
 GOLD_RUNS = "gold.runs"
+# Coordination between processes sharing one storage root (lease.py, claims.py); not catalog data.
+CONTROL_LEASE = "control.lease"
+CONTROL_PUSH_CLAIMS = "control.push_claims"
 
 # Lineage columns carried by bronze and silver rows.
 LINEAGE = [
@@ -260,6 +263,31 @@ RUNS_SCHEMA = T.StructType(
         T.StructField("counts", T.MapType(T.StringType(), T.LongType())),
         T.StructField("versions_read", T.MapType(T.StringType(), T.LongType())),
         T.StructField("message", T.StringType()),
+    ]
+)
+
+# control.lease: ONE row, the storage root's writer lease (lease.py). token null = free.
+LEASE_SCHEMA = T.StructType(
+    [
+        T.StructField("token", T.StringType()),  # random per take; the compare-and-swap value
+        T.StructField("run_id", T.StringType()),
+        T.StructField("command", T.StringType()),  # e.g. "push", "land internal"
+        T.StructField("host", T.StringType()),
+        T.StructField("pid", T.IntegerType()),
+        T.StructField("started_at", T.TimestampType()),
+        T.StructField("heartbeat_at", T.TimestampType()),  # at take; later beats: lease.heartbeat_path
+    ]
+)
+
+# control.push_claims: one row per correction a push is sending (claims.py); deleted when it ends.
+PUSH_CLAIMS_SCHEMA = T.StructType(
+    [
+        T.StructField("correction_id", T.StringType(), False),
+        T.StructField("token", T.StringType()),  # the claiming push's token (its heartbeat file's name)
+        T.StructField("run_id", T.StringType()),
+        T.StructField("host", T.StringType()),
+        T.StructField("pid", T.IntegerType()),
+        T.StructField("claimed_at", T.TimestampType()),
     ]
 )
 

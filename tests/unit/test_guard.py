@@ -56,3 +56,104 @@ def test_creates_are_held_while_stripe_objects_sit_in_quarantine(spark, cfg):
     assert held.held and "quarantined 2 objects" in held.reasons[0] and "creates 1" in held.reasons[0]
     # updates alone cannot duplicate anything: not held
     assert not evaluate(G, GuardInput(writes=3, archives=0, catalog=1000, creates=0, stripe_quarantined=2)).held
+
+
+def test_stripe_snapshot_shrink_holds(spark, cfg):
+    from stripe_recon.guard import Snapshot, stripe_snapshot_counts
+
+    assert stripe_snapshot_counts(spark, cfg) == (Snapshot("products", None, None), Snapshot("prices", None, None))
+    for products, prices in ((1000, 3000), (899, 3000)):
+        with Run.new(spark, cfg).stage("land_stripe") as st:
+            st.counts.update({"products.silver_rows": products, "prices.silver_rows": prices})
+    snaps = stripe_snapshot_counts(spark, cfg)
+    assert snaps == (Snapshot("products", 899, 1000), Snapshot("prices", 3000, 3000))
+    v = evaluate(G, GuardInput(writes=0, archives=0, catalog=4000, stripe_snapshots=snaps))
+    assert v.reasons == ["Stripe products shrank 10.10% > max_shrink_ratio 10.00% (1000 -> 899 since the previous "
+                         "land_stripe run): an incomplete export would make the plan create what it lost"]
+
+
+def test_a_stripe_side_with_no_products_or_no_prices_is_refused_unless_allowed():
+    import pytest
+
+    from stripe_recon.errors import InputError
+    from stripe_recon.guard import refuse_empty_stripe
+
+    full = {"products": {"rows_in": 3}, "prices": {"rows_in": 5}}
+    refuse_empty_stripe(full, "x.jsonl", allow_empty=False)
+    with pytest.raises(InputError, match=r"^Stripe input x.jsonl holds no prices: .* --allow-empty"):
+        refuse_empty_stripe({**full, "prices": {"rows_in": 0}}, "x.jsonl", allow_empty=False)
+    with pytest.raises(InputError, match=r"^Stripe input x.jsonl holds no products and no prices:"):
+        refuse_empty_stripe({}, "x.jsonl", allow_empty=False)
+    refuse_empty_stripe({}, "x.jsonl", allow_empty=True)
+
+
+# -- through the CLI: an empty Stripe export is refused, a shrunk one holds the plan --------------
+
+T0 = 1_767_225_600
+
+
+def _stripe_objects(n: int) -> list[dict]:
+    objs: list[dict] = []
+    for i in range(1, n + 1):
+        objs.append({"id": f"prod_{i}", "object": "product", "name": f"Alpha{i}", "active": True, "created": T0,
+                     "metadata": {"internal_id": f"P{i}"}, "livemode": False})
+        objs.append({"id": f"price_{i}", "object": "price", "product": f"prod_{i}", "lookup_key": f"PR{i}",
+                     "currency": "usd", "unit_amount": 999, "active": True, "type": "one_time", "recurring": None,
+                     "created": T0, "livemode": False, "metadata": {}})
+    return objs
+
+
+def _export(path, objs) -> str:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    return str(path)
+
+
+def test_cli_empty_stripe_export_is_refused_and_a_shrunk_one_holds_the_plan(spark, cfg, tmp_path, capsys):
+    from pathlib import Path
+
+    from stripe_recon import tables
+    from stripe_recon.cli import main
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "local.yaml"
+
+    def recon(*args: str) -> int:
+        capsys.readouterr()
+        return main([*args, "--config", str(conf), "--set", f"storage.root={cfg.storage.root}",
+                     "--set", "guard.max_change_ratio=1", "--set", "guard.max_archive_ratio=1"])
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "products.csv").write_text(
+        "product_id,name,active\n" + "".join(f"P{i},Alpha{i},true\n" for i in range(1, 5)))
+    (tmp_path / "in" / "prices.csv").write_text(
+        "price_id,product_id,currency,amount\n" + "".join(f"PR{i},P{i},usd,9.99\n" for i in range(1, 5)))
+    assert recon("land", "internal", "--format", "csv", "--products", str(tmp_path / "in" / "products.csv"),
+                 "--prices", str(tmp_path / "in" / "prices.csv")) == 0
+
+    full = _export(tmp_path / "full.jsonl", _stripe_objects(4))
+    assert recon("land", "stripe", "--from-files", full) == 0
+
+    empty = _export(tmp_path / "empty.jsonl", [])
+    assert recon("land", "stripe", "--from-files", empty) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"recon: Stripe input {empty} holds no products and no prices: against a full internal catalog "
+                   "the plan would create everything again. Fix the export, or pass --allow-empty "
+                   "(sources.stripe.allow_empty=true) if the Stripe account really has none."]
+    # refused before silver was touched: the full landing is still what detect sees
+    assert tables.read(spark, cfg, tables.SILVER_STRIPE_PRODUCTS).count() == 4
+    assert tables.read(spark, cfg, tables.SILVER_STRIPE_PRICES).count() == 4
+
+    half = _export(tmp_path / "half.jsonl", _stripe_objects(2))
+    assert recon("land", "stripe", "--from-files", half) == 0
+    assert recon("detect") == 0
+    assert recon("plan") == 3
+    err = capsys.readouterr().err
+    assert "Stripe products shrank 50.00% > max_shrink_ratio 10.00% (4 -> 2 since the previous land_stripe run)" in err
+    assert "Stripe prices shrank 50.00% > max_shrink_ratio 10.00% (4 -> 2" in err
+    plan = tables.read(spark, cfg, tables.GOLD_PLANS).first()
+    assert plan.status == "held" and len(plan.reasons) == 2
+
+    assert recon("land", "stripe", "--from-files", empty, "--allow-empty") == 0  # an account that really is empty
+    assert tables.read(spark, cfg, tables.SILVER_STRIPE_PRODUCTS).count() == 0

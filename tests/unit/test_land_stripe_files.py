@@ -138,7 +138,8 @@ def test_airbyte_raw_records_with_is_deleted(spark, make_cfg, tmp_path):
     assert (bronze.id, bronze.is_deleted, bronze._source, json.loads(bronze.raw)["id"]) == (
         "prod_2", True, "stripe:airbyte", "prod_2")
     # forcing the wrong format quarantines instead of guessing
-    run2, out2 = land(spark, make_cfg, f, "sources.stripe.format=jsonl")
+    # (every line rejected: no product and no price is left, which only --allow-empty accepts)
+    run2, out2 = land(spark, make_cfg, f, "sources.stripe.format=jsonl", "sources.stripe.allow_empty=true")
     assert out2["unrecognised"] == {"rows_in": 5, "landed": 0, "quarantined": 5}
     assert {r[2] for r in quarantined(run2)} == {("unknown_object",)}
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import random
 import time
+from pathlib import Path
 
 import pytest
 import stripe
@@ -20,6 +21,7 @@ from stripe_recon.push import backoff_seconds, push, retryable
 from stripe_recon.ratelimit import TokenBucket
 
 NOW = dt.datetime(2026, 1, 1)
+CONF = Path(__file__).resolve().parents[2] / "conf" / "local.yaml"
 DET_P2 = "prod_p2det"
 
 
@@ -194,9 +196,22 @@ def test_default_prices_are_released_before_archiving(spark, make_cfg, monkeypat
         ])
 
 
-def test_resume_after_crash_never_duplicates(spark, pcfg, emu):
+def recon_push(cfg, emu, capsys, *args: str) -> tuple[int, dict]:
+    """``recon push`` through the CLI (this process, the shared session); (exit code, summary)."""
+    from stripe_recon.cli import main
+
+    capsys.readouterr()
+    code = main(["push", "--config", str(CONF), "--set", f"storage.root={cfg.storage.root}",
+                 "--set", f"stripe.api_base={emu.url}", "--set", "stripe.rate_limit_per_second=200",
+                 "--set", "stripe.status_chunk_size=3", *args])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if code == 0 else {}
+
+
+def test_resume_after_crash_never_duplicates_and_counts_what_had_landed(spark, pcfg, emu, capsys):
     """State of a push killed half-way: some corrections already applied in Stripe (statuses not yet
-    merged), the replace interrupted after its create. A rerun finishes with no duplicate effect."""
+    merged), the replace interrupted after its create. A rerun finishes with no duplicate effect, and
+    its summary tells what it wrote from what had already landed."""
     rows = _plan_rows()
     client = stripe.StripeClient("sk_test_x", base_addresses={"api": emu.url})
     client.v1.products.create({"id": DET_P2, "name": "Beta", "metadata": {"a": "1", "internal_id": "P2"}})
@@ -205,14 +220,89 @@ def test_resume_after_crash_never_duplicates(spark, pcfg, emu):
                              "transfer_lookup_key": True, "recurring": {"interval": "month", "interval_count": 1}})
     _write_plan(spark, pcfg, rows)
     since = len(emu.journal)
-    summary = push(Run.new(spark, pcfg))
-    assert (summary["applied"], summary["failed"], summary["stale"]) == (7, 0, 0)
+    code, summary = recon_push(pcfg, emu, capsys)
+    assert code == 0
+    # the product create and the product archive had landed: found by the verify read, not written
+    # again (already_applied); the replace still had its default-price move and archive to send
+    assert {k: summary[k] for k in ("total", "applied", "already_applied", "found_applied", "failed", "stale")} == {
+        "total": 7, "applied": 5, "already_applied": 2, "found_applied": 2, "failed": 0, "stale": 0}
     _assert_converged(emu)
     writes = _writes(emu, since)
     # no product create, no archive of prod_s3, no second price for PR2: only what was left to do
     assert [w["path"] for w in writes if w["path"] == "/v1/products"] == []
     assert sum(1 for w in writes if w["path"] == "/v1/prices") == 1  # PR1 only
     assert len(writes) == 9 - 3
+    ledger = tables.read(spark, pcfg, tables.GOLD_RUNS).where("stage = 'push'").first()
+    assert (ledger.counts["applied"], ledger.counts["already_applied"]) == (5, 2)
+    assert {v[0] for v in _statuses(spark, pcfg).values()} == {"applied"}
+
+
+def _claim_by_another_push(spark, cfg, corrections, token="tok-live") -> None:
+    """Claims as a push on another host left them; its heartbeat file says it is alive."""
+    from stripe_recon.lease import beat
+
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    rows = [(c["correction_id"], token, "R-OTHER", "other-host", 4242, old) for c in corrections]
+    tables.append(spark, cfg, tables.CONTROL_PUSH_CLAIMS, spark.createDataFrame(rows, tables.PUSH_CLAIMS_SCHEMA))
+    beat(spark, cfg, token)
+
+
+def test_push_never_sends_what_a_live_push_claims(spark, pcfg, emu, capsys):
+    """Even with no lease in the way (broken, or pushes outside the CLI), a correction another live push
+    has claimed is not sent; once that push is stale its claims are taken over."""
+    from stripe_recon.lease import drop_beat
+
+    rows = _plan_rows()
+    theirs = [r for r in rows if (r["operation"], r["key"]) in
+              {("update_product", "P1"), ("update_price", "PR3"), ("archive_price", "PR4")}]
+    _write_plan(spark, pcfg, rows)
+    _claim_by_another_push(spark, pcfg, theirs)
+    code, summary = recon_push(pcfg, emu, capsys)
+    assert code == 0
+    assert (summary["total"], summary["applied"], summary["claimed_elsewhere"]) == (7, 4, 3)
+    products, prices = emu.store.objects["product"], emu.store.objects["price"]
+    assert (products["prod_s1"]["name"], prices["price_s3"]["nickname"], prices["price_s4"]["active"]) == (
+        "Alfa", "Old", True)
+    assert not {w["idempotency_key"] for w in _writes(emu)} & {r["idempotency_key"] for r in theirs}
+    st = _statuses(spark, pcfg)
+    assert [st[(r["operation"], r["key"])][0] for r in theirs] == ["planned"] * 3
+    left = tables.read(spark, pcfg, tables.CONTROL_PUSH_CLAIMS).collect()
+    assert sorted((r.token, r.correction_id) for r in left) == sorted(("tok-live", r["correction_id"]) for r in theirs)
+
+    drop_beat(spark, pcfg, "tok-live")  # that push died an hour ago on its host
+    code, summary = recon_push(pcfg, emu, capsys)
+    assert code == 0
+    assert (summary["total"], summary["applied"], summary["claimed_elsewhere"]) == (3, 3, 0)
+    _assert_converged(emu)
+    assert tables.read(spark, pcfg, tables.CONTROL_PUSH_CLAIMS).count() == 0
+
+
+def test_concurrent_claims_of_the_same_corrections_are_disjoint(spark, cfg):
+    import threading
+
+    from stripe_recon.claims import Claims
+
+    ids = spark.createDataFrame([(f"c{i}",) for i in range(20)], "correction_id string")
+    pushes = [Claims(spark, cfg, f"R{i}") for i in range(2)]
+    barrier = threading.Barrier(2)
+
+    def claim(c: Claims) -> None:
+        barrier.wait()
+        c.take(ids)
+
+    threads = [threading.Thread(target=claim, args=(c,)) for c in pushes]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted((c.claimed, c.elsewhere) for c in pushes) == [(0, 20), (20, 0)]
+        owners = tables.read(spark, cfg, tables.CONTROL_PUSH_CLAIMS).groupBy("correction_id").count().collect()
+        assert len(owners) == 20 and {r["count"] for r in owners} == {1}
+    finally:
+        for c in pushes:
+            c.release()
+    assert tables.read(spark, cfg, tables.CONTROL_PUSH_CLAIMS).count() == 0
 
 
 def test_faults_converge_without_duplicates(spark, pcfg, emu):

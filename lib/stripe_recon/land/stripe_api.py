@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from .. import stripe_requests as sr
 from .. import tables
 from ..errors import InputError
+from ..guard import refuse_empty_stripe
 from ..push import Sender
 from ..ratelimit import global_bucket
 from .stripe_files import land_stripe_files
@@ -125,6 +126,8 @@ def land_stripe_api(run: Any) -> dict[str, Any]:
                           **{f"exported.{k}s": v for k, v in exported.items()}})
         if total == 0:
             st.message = "the Stripe account has no products or prices"
+        refuse_empty_stripe({f"{k}s": {"rows_in": v} for k, v in exported.items()}, "exported through the API",
+                            cfg.sources.stripe.allow_empty)
 
         ex_fp = _fingerprints(spark.read.schema("object string, id string").json(out_dir)) if total else {}
         landed_cfg = cfg.with_overrides(f"sources.stripe.path={out_dir}", "sources.stripe.mode=files",

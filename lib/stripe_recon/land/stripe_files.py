@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 
 from .. import canonical, quarantine, records, silver, tables
 from ..errors import InputError
+from ..guard import refuse_empty_stripe
 from ..ledger import Run
 from .common import (
     ROW,
@@ -108,7 +109,8 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
         seen = Observation()
         observed = flagged.observe(
             seen, F.count(F.lit(1)).alias("rows"), *hash_sums(F.col(silver.RAW_HASH)),
-            F.count_if(F.col(canonical.ENTITY) == "unknown").alias("unknown"))
+            F.count_if(F.col(canonical.ENTITY) == "unknown").alias("unknown"),
+            *[F.count_if(F.col(canonical.ENTITY) == s.entity).alias(p) for p, s in SPECS.items()])
         fresh = new_or_changed(run, observed, [s.silver for s in SPECS.values()])
         full_bronze = fresh is observed
         appended = Observation()
@@ -117,6 +119,7 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
         got = seen.get
         manifest = {"rows": int(got["rows"]), "h_lo": int(got["h_lo"] or 0), "h_hi": int(got["h_hi"] or 0)}
         n_unknown, bronze_rows = int(got["unknown"] or 0), int(appended.get.get("n") or 0)
+        refuse_empty_stripe({p: {"rows_in": int(got[p] or 0)} for p in SPECS}, path, src.allow_empty)  # before silver
 
         # 3. silver, 4. quarantine
         def source(entity: str) -> DataFrame:
