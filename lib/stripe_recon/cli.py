@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     land_sub = land.add_subparsers(dest="side", required=True, metavar="SIDE")
     li = land_sub.add_parser("internal", help="land the internal products and prices")
     _common(li)
-    li.add_argument("--products", help="products path (Parquet/CSV/Delta per sources.internal.format)")
+    li.add_argument("--products", help="products path (.csv, .parquet, .json/.jsonl, optionally .gz, or a Delta/"
+                                       "part-file folder; the format follows the path unless --format)")
     li.add_argument("--prices", help="prices path")
-    li.add_argument("--format", choices=["parquet", "csv", "delta", "jdbc"])
+    li.add_argument("--format", choices=["auto", "parquet", "csv", "json", "delta", "jdbc"],
+                    help="read the paths as this format (default: sources.internal.format, auto = from the path)")
     li.add_argument("--jdbc-url", help="JDBC URL; implies --format jdbc")
     li.add_argument("--jdbc-user")
     li.add_argument("--allow-empty", action="store_true", help="accept an empty internal input")

@@ -67,7 +67,8 @@ class JdbcSource(Section):
 
 
 class InternalSource(Section):
-    format: Literal["parquet", "csv", "delta", "jdbc"] = "parquet"
+    # auto: from the path (land/formats.py: .csv, .parquet, .json/.jsonl, optionally .gz; _delta_log = delta)
+    format: Literal["auto", "parquet", "csv", "json", "delta", "jdbc"] = "auto"
     products: str | None = None
     prices: str | None = None
     allow_empty: bool = False

@@ -27,11 +27,11 @@ from .. import canonical, tables
 from ..config import InternalSource
 from ..errors import ConfigError, InputError
 from ..ledger import Run
+from . import formats
 from .common import (
     CacheScope,
     EntitySpec,
     bronze_and_count,
-    check_path,
     ledger_counts,
     lineage,
     publish,
@@ -91,7 +91,6 @@ def land_internal(run: Run) -> dict[str, Any]:
 def _read(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, str]:
     """(input frame with lineage columns appended, a description of where it came from)."""
     spark = run.spark
-    source = f"internal:{src.format}"
     if src.format == "jdbc":
         return _read_jdbc(run, src, plural)
     path = getattr(src, plural)
@@ -100,15 +99,12 @@ def _read(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, str]:
             f"no internal {plural} path: set sources.internal.{plural} (or pass --{plural} PATH to `recon land internal`)"
         )
     what = f"internal {plural}"
-    check_path(spark, path, what)
-    if src.format == "parquet":
-        df = read_input(what, path, lambda: spark.read.parquet(path))
-    elif src.format == "csv":
-        df = read_input(what, path, lambda: _read_csv(run, path))
-    else:  # delta
-        df = read_input(what, path, lambda: spark.read.format("delta").load(path))
-    file_col = F.lit(path) if src.format == "delta" else F.col("_metadata.file_path")
-    return df.select("*", *lineage(run, source, file_col)), path
+    listing = formats.hadoop_listing(spark, path, what)  # the format follows the path unless given (formats.py)
+    fmt = formats.resolve_format(path, src.format, listing, what)
+    formats.check_not_empty(path, fmt, listing, what)
+    df = read_input(what, path, lambda: formats.read(spark, path, fmt, what, csv=lambda: _read_csv(run, path)))
+    file_col = F.lit(path) if fmt == "delta" else F.col("_metadata.file_path")
+    return df.select("*", *lineage(run, f"internal:{fmt}", file_col)), path
 
 
 def _read_csv(run: Run, path: str) -> DataFrame:
