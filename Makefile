@@ -12,10 +12,12 @@ STRIPE_MOCK_VERSION := v0.197.0
 STRIPE_MOCK := $(TOOLS)/stripe-mock
 RUN_DIR ?= data
 PRODUCTS ?= 2000
+# Extra flags for every recon command of `make run`, e.g. ARGS=-v (everything) or ARGS=--json.
+ARGS ?=
 export GX_ANALYTICS_ENABLED := false
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: help venv run test test-fast test-compat lint bench dist clean services stripe-mock
+.PHONY: help venv jars run test test-fast test-compat lint bench dist clean services stripe-mock
 
 help:
 	@echo "make run          generate a catalog, start the local Stripe emulator, run the whole job"
@@ -32,6 +34,11 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
+# The Maven jars of local Spark sessions (Delta, the PostgreSQL driver, spark.extra_packages), resolved
+# once into spark.ivy_dir; sessions then start from the local jars (no Ivy output). Silent when done.
+jars: $(STAMP)
+	@$(BIN)/python -m stripe_recon.jars --quiet
+
 $(STRIPE_MOCK):
 	mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)
@@ -41,13 +48,13 @@ stripe-mock: $(STRIPE_MOCK)
 services:
 	@bash scripts/test_services.sh
 
-run: $(STAMP)
-	@bash scripts/make_run.sh "$(RUN_DIR)" "$(PRODUCTS)"
+run: $(STAMP) jars
+	@bash scripts/make_run.sh "$(RUN_DIR)" "$(PRODUCTS)" $(ARGS)
 
-test: $(STAMP) $(STRIPE_MOCK) services
+test: $(STAMP) jars $(STRIPE_MOCK) services
 	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) jars
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 $(COMPAT_STAMP): setup.py

@@ -175,7 +175,7 @@ class GlueDeploy(Section):
 class ConsoleConf(Section):
     """What ``recon`` prints while it works (console.py)."""
 
-    plain_progress_seconds: float = Field(30.0, ge=0)  # not on a terminal: a progress line this often (0 = none)
+    plain_progress_seconds: float = Field(60.0, ge=0)  # not on a terminal: a progress line this often (0 = none)
 
 
 class DeployConf(Section):

@@ -225,7 +225,7 @@ class Console:
     """
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None, interactive: bool | None = None,
-                 verbose: bool = False, json_mode: bool = False, plain_every: float = 30.0,
+                 verbose: bool = False, json_mode: bool = False, plain_every: float = 60.0,
                  refresh: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
         self.out = out or sys.stdout
         self.err = err or sys.stderr

@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stripe_recon.jars", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=os.environ.get("RECON_CONFIG", "conf/local.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--quiet", action="store_true", help="print nothing when the jars are already resolved")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ivy", help=argparse.SUPPRESS)
     p.add_argument("--manifest", help=argparse.SUPPRESS)
@@ -168,13 +169,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .config import load_config
 
+    resolved: list[str] = []
+
+    def announce(line: str) -> None:
+        resolved.append(line)
+        print(line, flush=True)
+
     try:
         cfg = load_config(args.config, args.overrides)
-        jars = local_jars(cfg, announce=lambda line: print(line, flush=True))
+        jars = local_jars(cfg, announce=announce)
     except ReconError as exc:
         print(f"recon: {exc}", file=sys.stderr)
-        return 1
-    print(f"Maven jars ready: {len(jars)} jars listed in {manifest_path(cfg, packages(cfg))}")
+        return exc.exit_code
+    if resolved or not args.quiet:
+        print(f"Maven jars ready: {len(jars)} jars listed in {manifest_path(cfg, packages(cfg))}")
     return 0
 
 

@@ -428,8 +428,9 @@ def to_html(rep: dict[str, Any], path: str | None = None) -> str:
     ]
     if plan:
         c = plan["corrections"]
-        parts.append(f"<div class=card><span class=total id=total-corrections>{_n(plan['total'])}</span> corrections: "
-                     + ", ".join(f"{_n(c[k])} {k}" for k in sorted(c)) + f" (plan {html.escape(plan['status'])})</div>")
+        statuses = ", ".join(f"{_n(c[k])} {html.escape(k)}" for k in sorted(c))
+        parts.append(f"<div class=card><span class=total id=total-corrections>{_n(plan['total'])}</span> corrections"
+                     + (f": {statuses}" if statuses else "") + f" (plan {html.escape(plan['status'])})</div>")
     parts.append("</div>")
     if plan and plan["status"] == "held":
         reasons = "".join(f"<li>{html.escape(r)}</li>" for r in plan["reasons"]) or "<li>see gold.plans</li>"

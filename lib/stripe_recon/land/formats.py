@@ -165,7 +165,16 @@ def check_not_empty(path: str, fmt: str, listing: Listing, what: str = "input") 
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """The message a user can act on: a Java exception's own message when Py4J wraps one."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            message = str(java.getMessage() or "")
+        except Exception:  # noqa: BLE001 - the gateway may be gone
+            message = ""
+        if message.strip():
+            return message.strip().splitlines()[0][:300]
+    text = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     return text[0][:300] if text else type(exc).__name__
 
 

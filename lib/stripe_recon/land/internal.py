@@ -152,7 +152,7 @@ def _read_jdbc(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, s
         first = next((ln for ln in text.splitlines() if "PSQLException" in ln or "Exception" in ln), text[:300])
         if password:
             first = first.replace(password, "***")
-        raise InputError(f"cannot read internal {plural} from {where}: {first.strip()[:500]}{hint}") from None
+        raise InputError(f"cannot read internal {plural} from {where}: {first.strip(' :')[:500]}{hint}") from None
     return df.select("*", *lineage(run, "internal:jdbc", F.lit(f"{url_shown}/{table}"))), where
 
 
