@@ -312,7 +312,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         summary = run_all(run, dry_run=args.dry_run, approve=args.approve, force=args.force, report_out=rep)
     except HeldError as exc:
-        _closing_table(args, rep, None, held=str(exc).split(":")[0])
+        _closing_table(args, rep, None, held=str(exc).split(". ")[0])
         raise
     if args.json:
         _print(summary)
@@ -330,6 +330,8 @@ def _closing_table(args: argparse.Namespace, rep: dict[str, Any], path: str | No
     from .report import report_path
 
     plan = rep.get("plan") or {}
+    if plan.get("status") == "held":  # the guard's verdict, and the command that releases the plan
+        held = f"plan {plan['plan_hash'][:12]} held: {'; '.join(plan['reasons'])}; release it with: {plan['release']}"
     lines = summary_table(rep["summary"].get("by_kind_action", {}), plan.get("corrections", {}),
                           path or report_path(args.cfg, rep["run_id"]), held=held)
     console = _console(args)

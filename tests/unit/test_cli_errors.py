@@ -22,7 +22,7 @@ CONF = str(REPO / "conf" / "local.yaml")
 
 def recon(capsys, root: Path, *argv: str) -> tuple[int, list[str]]:
     """Exit code and stderr lines of ``recon ARGV --config local.yaml --set storage.root=ROOT``."""
-    code = main([*argv, "--config", CONF, "--set", f"storage.root={root}"])
+    code = main([*argv, "--config", CONF, "--set", f"storage.root={root}", "--set", "console.plain_progress_seconds=0"])
     return code, capsys.readouterr().err.splitlines()
 
 
