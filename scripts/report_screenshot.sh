@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate docs/report.png: a small catalog, the local Stripe emulator, a dry run (nothing written),
-# then a run whose plan the blast-radius guard holds; the second run's HTML report is rendered with
+# then a run whose plan the blast-radius guard holds (5.3% of the catalog > 5%); the second run's HTML report is rendered with
 # headless chromium. Usage: scripts/report_screenshot.sh [WORK_DIR] [PNG]
 set -euo pipefail
 WORK=${1:-/tmp/recon-screenshot}
@@ -18,8 +18,8 @@ $RECON stripe-emulator --port "$PORT" --seed-from "$WORK/generated/stripe" > "$W
 EMU=$!
 trap 'kill $EMU 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/_emulator/state" >/dev/null && break; sleep 0.3; done
-$RECON run --dry-run "${SETS[@]}"
-$RECON run "${SETS[@]}" --set guard.max_change_ratio=0.01 || [ $? -eq 3 ]   # held: exit 3
+$RECON run --dry-run "${SETS[@]}" --set guard.max_change_ratio=1     # nothing is written to Stripe
+$RECON run "${SETS[@]}" || [ $? -eq 3 ]   # the same plan, now held by the default guard (5%): exit 3
 REPORT=$(ls -t "$WORK"/reports/*/report.html | head -1)
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
   --disable-component-update --disable-sync --user-data-dir="$(mktemp -d)" --hide-scrollbars \

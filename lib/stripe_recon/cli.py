@@ -345,8 +345,7 @@ def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
 
     # `recon report --run-id ID` (the design's spelling, from _common) and `--run ID` both select the run.
     run_id = args.run_id or args.report_run
-    if args.format == "json":
-        _console(args).json_mode = True  # stdout holds the JSON only (the session line goes to stderr)
+    _console(args).json_mode = True  # stdout holds the JSON or the page's path only (the session line: stderr)
     out = render_report(_session(cfg, args), cfg, run_id=run_id, fmt=args.format, details=args.details)
     print(out)
     return 0

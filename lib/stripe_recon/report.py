@@ -388,7 +388,7 @@ def _rel(from_path: str, to_path: str) -> str:
 def _value(v: Any) -> str:
     if v is None:
         return "<span class=muted>(none)</span>"
-    text = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+    text = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list, bool)) else str(v)
     return html.escape(text)
 
 
