@@ -12,10 +12,12 @@ STRIPE_MOCK_VERSION := v0.197.0
 STRIPE_MOCK := $(TOOLS)/stripe-mock
 RUN_DIR ?= data
 PRODUCTS ?= 2000
+# Extra flags for every recon command of `make run`, e.g. ARGS=-v (everything) or ARGS=--json.
+ARGS ?=
 export GX_ANALYTICS_ENABLED := false
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: help venv run test test-fast test-chaos test-compat test-cdc lint bench dist clean services stripe-mock
+.PHONY: help venv jars run test test-fast test-chaos test-compat test-cdc lint bench bench-e2e dist clean services stripe-mock
 
 help:
 	@echo "make run          generate a catalog, start the local Stripe emulator, run the whole job"
@@ -34,6 +36,11 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
+# The Maven jars of local Spark sessions (Delta, the PostgreSQL driver, spark.extra_packages), resolved
+# once into spark.ivy_dir; sessions then start from the local jars (no Ivy output). Silent when done.
+jars: $(STAMP)
+	@$(BIN)/python -m stripe_recon.jars --quiet
+
 $(STRIPE_MOCK):
 	mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) GOFLAGS=-mod=mod go install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)
@@ -43,24 +50,24 @@ stripe-mock: $(STRIPE_MOCK)
 services:
 	@bash scripts/test_services.sh
 
-run: $(STAMP)
-	@bash scripts/make_run.sh "$(RUN_DIR)" "$(PRODUCTS)"
+run: $(STAMP) jars
+	@bash scripts/make_run.sh "$(RUN_DIR)" "$(PRODUCTS)" $(ARGS)
 
-test: $(STAMP) $(STRIPE_MOCK) services
+test: $(STAMP) jars $(STRIPE_MOCK) services
 	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not cdc and not chaos" $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) jars
 	$(BIN)/python -m pytest -q -m "not slow and not cdc and not chaos" $(PYTEST_ARGS)
 
 # Starts the stack (jars cached in .cache/cdc), runs the tests marked cdc, stops every process it started.
-test-cdc: $(STAMP)
+test-cdc: $(STAMP) jars
 	bash scripts/cdc_services.sh start
 	RECON_CDC_REQUIRED=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m cdc $(PYTEST_ARGS); \
 	    rc=$$?; bash scripts/cdc_services.sh stop; exit $$rc
 
 # The chaos lane (tests/chaos, marked `chaos`, left out of `make test`): real processes, the emulator with
 # faults on, seeded SIGKILLs, concurrent writers and a replay; prints its figures (CHAOS_SEED=N to vary).
-test-chaos: $(STAMP)
+test-chaos: $(STAMP) jars
 	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m chaos tests/chaos $(PYTEST_ARGS)
 
 $(COMPAT_STAMP): setup.py
@@ -79,8 +86,12 @@ test-compat: $(COMPAT_STAMP) $(STRIPE_MOCK)
 lint: $(STAMP)
 	$(BIN)/ruff check lib jobs tests bench setup.py
 
-bench: $(STAMP)
+bench: $(STAMP) jars
 	$(BIN)/python bench/run_bench.py
+
+# The whole job (land + validate + detect + plan) against the floor and datacompy end to end (bench/README.md).
+bench-e2e: $(STAMP) jars
+	$(BIN)/python bench/e2e_bench.py
 
 # dist/: the wheel (conf/ inside as stripe_recon.conf), the jobs/ entry scripts, and the same wheel
 # as stripe_recon.zip for `spark-submit --py-files` (zipimport reads it; conf is read from inside).

@@ -50,6 +50,7 @@ setup(
     package_dir={"": "lib", "stripe_recon.conf": "conf"},
     packages=find_packages("lib") + ["stripe_recon.conf", "stripe_recon.conf.expectations"],
     package_data={
+        "stripe_recon": ["log4j2.properties"],
         "stripe_recon.conf": ["*.yaml"],
         "stripe_recon.conf.expectations": ["*.json"],
     },

@@ -1,7 +1,9 @@
 """The ``recon`` command. Parses arguments and calls the stages; no stage logic lives here.
 
-Exit codes: 0 success, 1 error (the message says what and what to do), 2 usage error,
-3 held by a gate or guard.
+Exit codes: 0 success, 1 error (the message says what and what to do), 2 usage or configuration
+error, 3 held by a gate or guard. Every error is one line on stderr (``recon: ...``); ``-v`` adds
+the trace. Output (console.py): one line per stage, live progress on a terminal, the closing table
+of ``recon run``; ``--json`` prints the machine summary instead; ``-v`` lets every log line through.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import json
 import logging
 import os
 import sys
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .config import Config, load_config
-from .errors import ReconError
+from .console import Console, ConsoleLogHandler, summary_table
+from .errors import HeldError, ReconError
 
 log = logging.getLogger("stripe_recon")
 DEFAULT_CONFIG = os.environ.get("RECON_CONFIG", "conf/local.yaml")
@@ -27,11 +32,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set storage.root=/tmp/run1 (repeatable)")
     p.add_argument("--run-id", default=None, help="use this run id instead of a new one")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show everything: debug logging, Spark's own output, error traces")
+    p.add_argument("--json", action="store_true", help="print the machine-readable summary (JSON) on stdout")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"recon: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recon", description="Reconcile an internal product catalog with Stripe.")
+    parser = _Parser(prog="recon", description="Reconcile an internal product catalog with Stripe.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser("generate", help="write a synthetic catalog with known discrepancies (truth.jsonl)")
@@ -46,9 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     land_sub = land.add_subparsers(dest="side", required=True, metavar="SIDE")
     li = land_sub.add_parser("internal", help="land the internal products and prices")
     _common(li)
-    li.add_argument("--products", help="products path (Parquet/CSV/Delta per sources.internal.format)")
+    li.add_argument("--products", help="products path (.csv, .parquet, .json/.jsonl, optionally .gz, or a Delta/"
+                                       "part-file folder; the format follows the path unless --format)")
     li.add_argument("--prices", help="prices path")
-    li.add_argument("--format", choices=["parquet", "csv", "delta", "jdbc"])
+    li.add_argument("--format", choices=["auto", "parquet", "csv", "json", "delta", "jdbc"],
+                    help="read the paths as this format (default: sources.internal.format, auto = from the path)")
     li.add_argument("--jdbc-url", help="JDBC URL; implies --format jdbc")
     li.add_argument("--jdbc-user")
     li.add_argument("--allow-empty", action="store_true", help="accept an empty internal input")
@@ -131,33 +147,68 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- command handlers -------------------------------------------------------------------------
 
-def _session(cfg: Config):
-    from .spark import get_spark
+def _console(args: argparse.Namespace) -> Console:
+    return args.console
 
-    return get_spark(cfg)
+
+def _session(cfg: Config, args: argparse.Namespace):
+    """The Spark session (a new local one is quiet unless -v); starting one is a console line."""
+    from pyspark.sql import SparkSession
+
+    from .spark import get_spark, on_cluster
+
+    console = _console(args)
+    if SparkSession.getActiveSession() is not None:
+        spark = get_spark(cfg)
+    else:
+        console.stage_started("spark")
+        t0 = time.monotonic()
+        spark = get_spark(cfg, quiet=not args.verbose, announce=console.line)
+        what = "cluster session" if on_cluster() else f"local session {cfg.spark.master} started"
+        console.stage_finished("spark", {}, "ok", what, time.monotonic() - t0)
+    console.attach(spark)
+    return spark
 
 
 def _run(args: argparse.Namespace, cfg: Config):
     from .ledger import Run
 
-    return Run.new(_session(cfg), cfg, args.run_id)
+    run = Run.new(_session(cfg, args), cfg, args.run_id)
+    run.observer = _console(args)
+    return run
 
 
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str, sort_keys=False))
 
 
+def _result(args: argparse.Namespace, obj: Any, *lines: str) -> None:
+    """The command's result: JSON with --json, else ``lines`` (stage lines were printed already)."""
+    if args.json:
+        _print(obj)
+        return
+    for line in lines:
+        _console(args).line(line)
+
+
 def cmd_generate(args: argparse.Namespace, cfg: Config) -> int:
+    from .console import duration, n
     from .generate import generate
 
-    summary = generate(_session(cfg), args.out, products=args.products, seed=args.seed, rate=args.rate)
-    _print(summary)
+    spark = _session(cfg, args)
+    console = _console(args)
+    console.stage_started("generate")
+    summary = generate(spark, args.out, products=args.products, seed=args.seed, rate=args.rate)
+    console.end()
+    files = summary.get("files", {})
+    _result(args, summary, f"{'generate':<18}{n(files.get('internal/products.parquet'))} products, "
+                           f"{n(files.get('internal/prices.parquet'))} prices, "
+                           f"{n(files.get('truth.jsonl'))} seeded discrepancies into {args.out}  "
+                           f"{duration(float(summary.get('seconds', 0)))}")
     return 0
 
 
-def cmd_land_internal(args: argparse.Namespace, cfg: Config) -> int:
-    from .land.internal import land_internal
-
+def _internal_sets(args: argparse.Namespace) -> list[str]:
     sets = []
     if args.jdbc_url:
         sets += ["sources.internal.format=jdbc", f"sources.internal.jdbc.url={args.jdbc_url}"]
@@ -171,13 +222,25 @@ def cmd_land_internal(args: argparse.Namespace, cfg: Config) -> int:
         sets.append(f"sources.internal.prices={args.prices}")
     if args.allow_empty:
         sets.append("sources.internal.allow_empty=true")
-    cfg = cfg.with_overrides(*sets)
+    return sets
+
+
+def cmd_land_internal(args: argparse.Namespace, cfg: Config) -> int:
+    from . import preflight
+    from .land.internal import land_internal
+
+    cfg = cfg.with_overrides(*_internal_sets(args))
+    preflight.storage_root(cfg)
+    preflight.internal_inputs(cfg)
     run = _run(args, cfg)
-    _print({"run_id": run.run_id, **land_internal(run)})
+    result = land_internal(run)
+    _result(args, {"run_id": run.run_id, **result})
     return 0
 
 
 def cmd_land_stripe(args: argparse.Namespace, cfg: Config) -> int:
+    from . import preflight
+
     sets = []
     if args.from_files:
         sets += ["sources.stripe.mode=files", f"sources.stripe.path={args.from_files}"]
@@ -190,58 +253,103 @@ def cmd_land_stripe(args: argparse.Namespace, cfg: Config) -> int:
     from .pipeline import land_stripe
 
     cfg = cfg.with_overrides(*sets)
+    preflight.storage_root(cfg)
+    if cfg.sources.stripe.mode == "api":
+        preflight.stripe_api(cfg)
     run = _run(args, cfg)
-    _print({"run_id": run.run_id, **land_stripe(run)})
+    result = land_stripe(run)
+    _result(args, {"run_id": run.run_id, **result})
     return 0
 
 
 def cmd_validate(args: argparse.Namespace, cfg: Config) -> int:
+    from . import preflight
     from .validate import validate_inputs
 
+    preflight.storage_root(cfg)
     run = _run(args, cfg)
-    _print({"run_id": run.run_id, **validate_inputs(run)})
+    result = validate_inputs(run)
+    _result(args, {"run_id": run.run_id, **result})
     return 0
 
 
 def cmd_detect(args: argparse.Namespace, cfg: Config) -> int:
+    from . import preflight
     from .detect import detect
 
+    preflight.storage_root(cfg)
     run = _run(args, cfg)
     counts = detect(run)
-    _print({"run_id": run.run_id, **counts})
+    _result(args, {"run_id": run.run_id, **counts})
     if args.fail_on_discrepancies and counts.get("discrepancies", 0) > 0:
-        print(f"{counts['discrepancies']} discrepancies found (--fail-on-discrepancies)", file=sys.stderr)
+        print(f"recon: {counts['discrepancies']} discrepancies found (--fail-on-discrepancies)", file=sys.stderr)
         return 3
     return 0
 
 
 def cmd_plan(args: argparse.Namespace, cfg: Config) -> int:
+    from . import preflight
     from .plan import plan
 
+    preflight.storage_root(cfg)
     run = _run(args, cfg)
-    _print({"run_id": run.run_id, **plan(run)})
+    result = plan(run)
+    _result(args, {"run_id": run.run_id, **result}, f"{'plan hash':<18}{result.get('plan_hash')}")
     return 0
 
 
 def cmd_push(args: argparse.Namespace, cfg: Config) -> int:
+    from . import preflight
     from .push import push
 
+    preflight.storage_root(cfg)
+    preflight.stripe_api(cfg)
     run = _run(args, cfg)
-    _print({"run_id": run.run_id, **push(run, dry_run=args.dry_run, approve=args.approve, force=args.force)})
+    result = push(run, dry_run=args.dry_run, approve=args.approve, force=args.force)
+    _result(args, {"run_id": run.run_id, **result})
     return 0
 
 
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    from . import preflight
     from .pipeline import run_all
 
     if args.allow_empty:
         cfg = cfg.with_overrides("sources.internal.allow_empty=true", "sources.stripe.allow_empty=true")
+    preflight.storage_root(cfg)
+    preflight.internal_inputs(cfg)
+    preflight.stripe_api(cfg)
     run = _run(args, cfg)
-    summary = run_all(run, dry_run=args.dry_run, approve=args.approve, force=args.force)
-    _print(summary)
+    rep: dict[str, Any] = {}
+    try:
+        summary = run_all(run, dry_run=args.dry_run, approve=args.approve, force=args.force, report_out=rep)
+    except HeldError as exc:
+        _closing_table(args, rep, None, held=str(exc).split(". ")[0])
+        raise
+    if args.json:
+        _print(summary)
+    else:
+        _closing_table(args, rep, summary.get("report"))
     if args.fail_on_discrepancies and summary.get("discrepancies", 0) > 0:
+        print(f"recon: {summary['discrepancies']} discrepancies found (--fail-on-discrepancies)", file=sys.stderr)
         return 3
     return 0
+
+
+def _closing_table(args: argparse.Namespace, rep: dict[str, Any], path: str | None, held: str | None = None) -> None:
+    if args.json or not rep:
+        return
+    from .report import report_path
+
+    plan = rep.get("plan") or {}
+    if plan.get("status") == "held":  # the guard's verdict, and the command that releases the plan
+        held = f"plan {plan['plan_hash'][:12]} held: {'; '.join(plan['reasons'])}; release it with: {plan['release']}"
+    lines = summary_table(rep["summary"].get("by_kind_action", {}), plan.get("corrections", {}),
+                          path or report_path(args.cfg, rep["run_id"]), held=held)
+    console = _console(args)
+    console.line("")
+    for line in lines:
+        console.line(line)
 
 
 def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
@@ -249,7 +357,8 @@ def cmd_report(args: argparse.Namespace, cfg: Config) -> int:
 
     # `recon report --run-id ID` (the design's spelling, from _common) and `--run ID` both select the run.
     run_id = args.run_id or args.report_run
-    out = render_report(_session(cfg), cfg, run_id=run_id, fmt=args.format, details=args.details)
+    _console(args).json_mode = True  # stdout holds the JSON or the page's path only (the session line: stderr)
+    out = render_report(_session(cfg, args), cfg, run_id=run_id, fmt=args.format, details=args.details)
     print(out)
     return 0
 
@@ -296,32 +405,86 @@ def _writer_lease(args: argparse.Namespace, cfg: Config) -> contextlib.AbstractC
 def cmd_deploy_glue(args: argparse.Namespace, cfg: Config) -> int:
     from .deploy import deploy_glue, find_wheel
 
-    _print(deploy_glue(cfg, wheel=args.wheel or find_wheel(), script=args.script))
+    result = deploy_glue(cfg, wheel=args.wheel or find_wheel(), script=args.script)
+    trigger = result.get("trigger") or {}
+    _result(args, result, f"{'deploy glue':<18}job {result.get('job_name')} {result.get('job')}; "
+                          f"script {result.get('script')}; wheel {result.get('wheel')}"
+                          + (f"; trigger {trigger.get('name')} {trigger.get('action')} ({trigger.get('schedule')})"
+                             if trigger else ""))
     return 0
+
+
+# -- errors -----------------------------------------------------------------------------------------
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_line(exc: BaseException, cfg: Config | None) -> tuple[str, int]:
+    """(the one line to print, the exit code) for an error that ended the command."""
+    import stripe
+
+    if isinstance(exc, ReconError):
+        return _one_line(exc), exc.exit_code
+    if isinstance(exc, stripe.StripeError) and cfg is not None:
+        from .preflight import stripe_error_line
+
+        return _one_line(stripe_error_line(exc, cfg)), 1
+    from .stripe_client import redact
+
+    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    where = ""
+    if cfg is not None and "py4j" in type(exc).__module__:
+        from .spark import jvm_log_path
+
+        where = f"; Spark's log: {jvm_log_path(cfg)}"
+    return _one_line(f"unexpected error: {type(exc).__name__}: {redact(first)[:300]} "
+                     f"(run again with -v for the trace{where})"), 1
+
+
+def _setup_logging(args: argparse.Namespace, console: Console) -> None:
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, ConsoleLogHandler)]:
+        root.removeHandler(h)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            stream=sys.stderr)
+        root.setLevel(logging.DEBUG)
+    else:
+        root.addHandler(ConsoleLogHandler(console))
+        root.setLevel(logging.WARNING)
+    for noisy in ("py4j", "urllib3", "great_expectations", "stripe"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("py4j", "urllib3", "great_expectations", "stripe"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     handler: Callable[[argparse.Namespace, Config], int] = args.func
+    cfg: Config | None = None
+    console = Console(verbose=args.verbose, json_mode=args.json)
+    args.console = console
+    _setup_logging(args, console)
     try:
         cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+        console.plain_every = cfg.console.plain_progress_seconds
+        args.cfg = cfg
         with _writer_lease(args, cfg):
             return handler(args, cfg)
-    except ReconError as exc:
-        print(f"recon: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
+        console.close()
         print("recon: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every error ends as one line (the trace with -v)
+        console.close()
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        line, code = _error_line(exc, cfg)
+        print(f"recon: {line}", file=sys.stderr, flush=True)
+        return code
+    finally:
+        console.close()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ class SparkConf(Section):
     ui_enabled: bool = False
     driver_memory: str = "4g"
     ivy_dir: str = "./.cache/ivy"
+    log_file: str | None = None
     extra_packages: list[str] = Field(default_factory=list)
     conf: dict[str, Any] = Field(default_factory=dict)
 
@@ -86,7 +87,8 @@ class CdcSource(Section):
 
 
 class InternalSource(Section):
-    format: Literal["parquet", "csv", "delta", "jdbc"] = "parquet"
+    # auto: from the path (land/formats.py: .csv, .parquet, .json/.jsonl, optionally .gz; _delta_log = delta)
+    format: Literal["auto", "parquet", "csv", "json", "delta", "jdbc"] = "auto"
     products: str | None = None
     prices: str | None = None
     allow_empty: bool = False
@@ -206,6 +208,12 @@ class GlueDeploy(Section):
     schedule: str | None = None          # Glue cron, e.g. "cron(0 3 * * ? *)": creates/updates a trigger
 
 
+class ConsoleConf(Section):
+    """What ``recon`` prints while it works (console.py)."""
+
+    plain_progress_seconds: float = Field(60.0, ge=0)  # not on a terminal: a progress line this often (0 = none)
+
+
 class DeployConf(Section):
     glue: GlueDeploy = Field(default_factory=GlueDeploy)
 
@@ -223,6 +231,7 @@ class Config(Section):
     guard: Guard = Field(default_factory=Guard)
     lease: LeaseConf = Field(default_factory=LeaseConf)
     validation: ValidationConf = Field(default_factory=ValidationConf)
+    console: ConsoleConf = Field(default_factory=ConsoleConf)
     deploy: DeployConf = Field(default_factory=DeployConf)
 
     def with_overrides(self, *pairs: str) -> Config:
@@ -359,16 +368,17 @@ def _validate(data: dict[str, Any], origin: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        lines = []
+        problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
                 parent = err["loc"][:-1]
                 allowed = _allowed_keys(parent)
-                lines.append(f"  {loc}: unknown key; allowed here: {', '.join(allowed)}")
+                problems.append(f"{loc}: unknown key; allowed here: {', '.join(allowed)}")
             else:
-                lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(f"invalid configuration ({origin}):\n" + "\n".join(lines)) from None
+                problems.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+        # One line (the CLI prints errors as one line): the problems first, where they came from last.
+        raise ConfigError(f"invalid configuration: {'; '.join(problems)} (from {origin})") from None
 
 
 def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:

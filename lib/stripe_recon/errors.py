@@ -1,4 +1,4 @@
-"""Exceptions that the CLI turns into exit codes (see design: 1 error, 2 usage, 3 held)."""
+"""Exceptions that the CLI turns into exit codes (see design: 1 error, 2 usage or config, 3 held)."""
 
 
 class ReconError(Exception):
@@ -8,7 +8,10 @@ class ReconError(Exception):
 
 
 class ConfigError(ReconError):
-    """A configuration key or value is wrong; the message names the key path and what is allowed."""
+    """A configuration key or value is wrong; the message names the key path and what is allowed.
+    Exit 2, like a usage error (design.md, "CLI")."""
+
+    exit_code = 2
 
 
 class InputError(ReconError):

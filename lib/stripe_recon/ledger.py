@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -49,6 +50,9 @@ class Run:
     run_id: str
     records: list[StageRecord] = field(default_factory=list)
     fresh: bool = True  # the run id was made here: no earlier attempt of this run wrote anything
+    #: Told when a stage starts and ends (the CLI's console.Console): ``stage_started(name)``,
+    #: ``stage_finished(name, counts, status, message, seconds)``, ``progress(done, total, unit)``.
+    observer: Any = None
 
     @classmethod
     def new(cls, spark: SparkSession, cfg: Config, run_id: str | None = None) -> Run:
@@ -68,6 +72,7 @@ class Run:
         record = StageRecord(name)
         started = dt.datetime.now(dt.timezone.utc)
         t0 = time.monotonic()
+        self._tell("stage_started", name)
         try:
             yield record
         except HeldError as exc:
@@ -78,8 +83,17 @@ class Run:
             record.message = f"{type(exc).__name__}: {exc}"[:2000]
             raise
         finally:
-            self._write(record, started, time.monotonic() - t0)
+            seconds = time.monotonic() - t0
+            self._write(record, started, seconds)
             self.records.append(record)
+            self._tell("stage_finished", name, dict(record.counts), record.status, record.message, seconds)
+
+    def _tell(self, event: str, *args: Any) -> None:
+        if self.observer is not None:
+            try:
+                getattr(self.observer, event)(*args)
+            except Exception:  # the console must never break a stage
+                log.debug("observer %s failed", event, exc_info=True)
 
     def _write(self, record: StageRecord, started: dt.datetime, seconds: float) -> None:
         row = {

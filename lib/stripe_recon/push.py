@@ -422,7 +422,8 @@ def prefetch_products(sender: Sender, ids: list[str]) -> dict[str, dict[str, Any
     return {obj["id"]: obj for obj in page.get("data") or []}
 
 
-def _latest_plan(run: Any) -> dict[str, Any]:
+def latest_plan(run: Any) -> dict[str, Any]:
+    """The newest gold.plans row as a dict; InputError when there is none."""
     spark, cfg = run.spark, run.cfg
     if not tables.exists(spark, cfg, tables.GOLD_PLANS):
         raise InputError("no plan to push (gold.plans does not exist): run `recon plan` first")
@@ -433,7 +434,7 @@ def _latest_plan(run: Any) -> dict[str, Any]:
     return row.asDict()
 
 
-def _release(run: Any, plan_row: dict[str, Any]) -> None:
+def release(run: Any, plan_row: dict[str, Any]) -> None:
     """Mark a held plan approved and its held corrections planned."""
     spark, cfg = run.spark, run.cfg
     h = plan_row["plan_hash"]
@@ -486,8 +487,11 @@ class _StatusWriter(threading.Thread):
 
 
 class _Progress:
-    def __init__(self, total: int, stream: Any = None, every: float = 2.0) -> None:
-        self.total, self.stream, self.every = total, stream, every
+    """Corrections done of ``total``: told to the run's observer (the console's live line) when there
+    is one, else printed to stderr every ``every`` seconds."""
+
+    def __init__(self, total: int, stream: Any = None, every: float = 2.0, observer: Any = None) -> None:
+        self.total, self.stream, self.every, self.observer = total, stream, every, observer
         self.done = 0
         self.t0 = time.monotonic()
         self._last = 0.0
@@ -497,6 +501,9 @@ class _Progress:
         with self._lock:
             if not final:
                 self.done += 1
+            if self.observer is not None:
+                self.observer.progress(self.done, self.total, "corrections")
+                return
             now = time.monotonic()
             if not final and now - self._last < self.every:
                 return
@@ -514,7 +521,7 @@ def push(run: Any, dry_run: bool = False, approve: str | None = None, force: boo
     """Push the latest plan. Raises :class:`HeldError` for a held plan without a matching approval."""
     spark, cfg = run.spark, run.cfg
     with run.stage("push") as st:
-        plan_row = _latest_plan(run)
+        plan_row = latest_plan(run)
         h = plan_row["plan_hash"]
         statuses = list(PENDING)
         if plan_row["status"] == "held":
@@ -523,7 +530,7 @@ def push(run: Any, dry_run: bool = False, approve: str | None = None, force: boo
                                 f"gold.plans, then run: recon push --approve {h}")
             if approve == h or force:
                 if not dry_run:
-                    _release(run, plan_row)
+                    release(run, plan_row)
                 else:
                     statuses.append("held")
             elif dry_run:
@@ -581,7 +588,7 @@ def _send(run: Any, corr: Any, statuses: list[str], before: dict[str, int], clai
 
     bucket = global_bucket(cfg.stripe.rate_limit_per_second)
     sender = Sender(client or build_client(cfg), bucket, cfg.stripe.max_attempts)
-    progress = _Progress(total - elsewhere)
+    progress = _Progress(total - elsewhere, observer=getattr(run, "observer", None))
     writer = None if dry_run else _StatusWriter(run, cfg.stripe.status_chunk_size)
     if writer:
         writer.start()

@@ -1,21 +1,28 @@
 """The one place that builds (or reuses) the SparkSession.
 
-Locally, Delta comes from the delta-spark pip package: ``configure_spark_with_delta_pip`` puts the
-matching ``io.delta`` artifact in ``spark.jars.packages`` and Ivy resolves it (cached under
-``spark.ivy_dir``), together with ``spark.extra_packages`` (the PostgreSQL JDBC driver by default).
-On a cluster (spark-submit, Glue, Databricks) the running session is reused and its master, jars
-and packages are never overridden.
+Locally, Delta comes from the delta-spark pip package and its jar (with ``spark.extra_packages``, the
+PostgreSQL JDBC driver by default) is resolved from Maven once (:mod:`jars`) and put on ``spark.jars``
+as local paths, so no session start runs Ivy. Log4j is configured by the ``log4j2.properties`` shipped
+in this package; a quiet session (the CLI's default console) sends the JVM's own output (log4j, JVM
+warnings) to a log file instead of the terminal (:func:`jvm_log_path`). On a cluster (spark-submit,
+Glue, Databricks) the running session is reused and its master, jars, packages and logging are never
+overridden.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from .config import Config
+from .jars import ICU4J_PACKAGE, KAFKA_CONNECTOR, kafka_package, local_jars  # noqa: F401 - re-exported (were declared here)
 
 DELTA_SQL_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -34,30 +41,13 @@ RUNTIME_CONF = {
     "spark.databricks.delta.properties.defaults.checkpointInterval": "100",
 }
 
-
-# Spark 4 bundles icu4j (exact Unicode NFC in normalise.nfc); Spark 3.5 does not, so a local 3.5
-# session adds the same version through spark.jars.packages and both lanes normalise identically.
-ICU4J_PACKAGE = "com.ibm.icu:icu4j:76.1"
+#: Log4j 2 configuration of local sessions (root level WARN, known start-up noise quieter).
+LOG4J2_CONF = Path(__file__).resolve().parent / "log4j2.properties"
 
 
 # Structured Streaming's Kafka source (land internal --kafka), per Spark line: a build whose whole
 # dependency tree Maven Central serves here (4.0.1+ need spark-token-provider-kafka 4.0.1+, not served;
 # 4.0.0 runs on every pyspark 4.0.x: the source API is stable within a line).
-KAFKA_CONNECTOR = {"4.0": "org.apache.spark:spark-sql-kafka-0-10_2.13:4.0.0",
-                   "3.5": "org.apache.spark:spark-sql-kafka-0-10_2.12:3.5.4"}
-
-
-def kafka_package() -> str:
-    """The spark-sql-kafka coordinate for the installed pyspark; a local session adds it when
-    ``sources.internal.cdc.kafka.servers`` is set (on a cluster pass it with ``--packages``)."""
-    import pyspark
-
-    line = ".".join(pyspark.__version__.split(".")[:2])
-    if line not in KAFKA_CONNECTOR:
-        raise RuntimeError(f"no spark-sql-kafka coordinate declared for Spark {line}: add it to spark.KAFKA_CONNECTOR")
-    return KAFKA_CONNECTOR[line]
-
-
 def spark_major() -> int:
     import pyspark
 
@@ -83,8 +73,12 @@ def on_cluster() -> bool:
     )
 
 
-def get_spark(cfg: Config) -> SparkSession:
+def get_spark(cfg: Config, quiet: bool = False, announce: Callable[[str], None] | None = None) -> SparkSession:
     """Return the active session, the cluster's session, or a new local one with Delta enabled.
+
+    ``quiet`` (a new local session only): the JVM's stdout and stderr go to :func:`jvm_log_path` and
+    Spark's console progress bars are off. ``announce`` is told when the Maven jars are resolved
+    (the first local session on a machine, see :mod:`jars`).
 
     Example::
 
@@ -93,7 +87,7 @@ def get_spark(cfg: Config) -> SparkSession:
     """
     session = SparkSession.getActiveSession()
     if session is None:
-        session = _cluster_session(cfg) if on_cluster() else _local_session(cfg)
+        session = _cluster_session(cfg) if on_cluster() else _local_session(cfg, quiet, announce)
     for key, value in {**RUNTIME_CONF, "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions)}.items():
         if key == "spark.sql.shuffle.partitions" and on_cluster():
             continue  # a cluster's own sizing wins
@@ -110,35 +104,70 @@ def _cluster_session(cfg: Config) -> SparkSession:
     return builder.getOrCreate()
 
 
-def _local_session(cfg: Config) -> SparkSession:
-    from delta import configure_spark_with_delta_pip
+def jvm_log_path(cfg: Config) -> Path:
+    """Where a quiet local session's JVM output goes: ``spark.log_file``, else
+    ``{storage.root}/logs/spark.log`` (a local root) or ``<temp>/stripe-recon/spark.log``."""
+    if cfg.spark.log_file:
+        return Path(cfg.spark.log_file).resolve()
+    root = cfg.storage.root.removeprefix("file:")
+    if "://" in root:
+        import tempfile
 
+        return Path(tempfile.gettempdir()) / "stripe-recon" / "spark.log"
+    return Path(root).resolve() / "logs" / "spark.log"
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Point this process's stdout/stderr (file descriptors 1 and 2) at ``path`` while the JVM is
+    launched: the JVM inherits them for its lifetime; this process gets its own back afterwards."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(f"== stripe-recon local Spark session, pid {os.getpid()}, "
+                  f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
+        log.flush()
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _local_session(cfg: Config, quiet: bool = False, announce: Callable[[str], None] | None = None) -> SparkSession:
     root = Path(cfg.storage.root) if "://" not in cfg.storage.root else Path("./data")
     ivy = Path(cfg.spark.ivy_dir).resolve()
     ivy.mkdir(parents=True, exist_ok=True)
+    java_opts = f"-Dderby.system.home={(root / 'derby').resolve()} -Dlog4j2.configurationFile={LOG4J2_CONF.as_uri()}"
     builder = (
         SparkSession.builder.master(cfg.spark.master)
         .appName(cfg.spark.app_name)
         .config("spark.jars.ivy", str(ivy))
+        .config("spark.jars", ",".join(local_jars(cfg, announce)))
         .config("spark.ui.enabled", str(cfg.spark.ui_enabled).lower())
         .config("spark.sql.warehouse.dir", str((root / "warehouse").resolve()))
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={(root / 'derby').resolve()}")
+        .config("spark.driver.extraJavaOptions", java_opts)
         .config("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
         .config("spark.default.parallelism", str(max(2, cfg.spark.shuffle_partitions)))
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
         .config("spark.driver.memory", cfg.spark.driver_memory)
     )
+    if quiet:
+        builder = builder.config("spark.ui.showConsoleProgress", "false")
     for key, value in {**DELTA_SQL_CONF, **RUNTIME_CONF}.items():
         builder = builder.config(key, value)
     for key, value in cfg.spark.conf.items():
         builder = builder.config(key, str(value))
-    packages = list(cfg.spark.extra_packages)
-    if spark_major() < 4 and not any(p.startswith("com.ibm.icu:icu4j:") for p in packages):
-        packages.append(ICU4J_PACKAGE)
-    if cfg.sources.internal.cdc.kafka.servers and not any(":spark-sql-kafka-" in p for p in packages):
-        packages.append(kafka_package())
-    builder = configure_spark_with_delta_pip(builder, extra_packages=packages)
-    session = builder.getOrCreate()
+    with _output_to(jvm_log_path(cfg)) if quiet else contextlib.nullcontext():
+        session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session

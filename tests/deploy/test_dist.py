@@ -91,7 +91,7 @@ def test_wheel_installs_into_a_clean_venv_and_recon_runs(dist, tmp_path):
     # recon-job turns a failing command into a non-zero process exit (Databricks wheel tasks).
     failed = subprocess.run([str(venv / "bin" / "recon-job"), "report", "--config", "nope.yaml"],
                             cwd=outside, env=env, capture_output=True, text=True, timeout=60)
-    assert failed.returncode == 1
+    assert failed.returncode == 2  # a configuration error
     assert "config file not found: nope.yaml" in failed.stderr
 
 

@@ -42,7 +42,7 @@ def test_deploy_glue_creates_the_job_definition(moto_endpoint, tmp_path, capsys)
         "--set", "deploy.glue.job_name=recon-test",
         "--set", "deploy.glue.number_of_workers=3",
         "--set", "deploy.glue.additional_python_modules=[requests==2.32.3]",
-        "--set", "deploy.glue.overrides=[storage.root=s3://data-bucket/recon]",
+        "--set", "deploy.glue.overrides=[storage.root=s3://data-bucket/recon]", "--json",
     ])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
@@ -101,7 +101,7 @@ def test_deploy_glue_without_role_says_what_to_set(moto_endpoint, tmp_path, caps
         "--script", str(REPO / "jobs" / "glue_job.py"), "--set", "deploy.glue.role_arn=",
         "--set", f"deploy.glue.endpoint_url={moto_endpoint}",
     ])
-    assert code == 1
+    assert code == 2  # a configuration error (design.md: exit 2 for usage and config errors)
     assert "deploy.glue.role_arn is not set" in capsys.readouterr().err
 
 

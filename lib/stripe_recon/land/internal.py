@@ -30,9 +30,9 @@ from .. import canonical, records, silver, tables
 from ..config import InternalSource
 from ..errors import ConfigError, InputError
 from ..ledger import Run
+from . import formats
 from .common import (
     EntitySpec,
-    check_path,
     hash_sums,
     landing_spec,
     ledger_counts,
@@ -213,7 +213,6 @@ def _arrived(df: DataFrame, entity: str) -> DataFrame:
 def _read(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, str]:
     """(input frame with lineage columns appended, a description of where it came from)."""
     spark = run.spark
-    source = f"internal:{src.format}"
     if src.format == "jdbc":
         return _read_jdbc(run, src, plural)
     path = getattr(src, plural)
@@ -222,15 +221,12 @@ def _read(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, str]:
             f"no internal {plural} path: set sources.internal.{plural} (or pass --{plural} PATH to `recon land internal`)"
         )
     what = f"internal {plural}"
-    check_path(spark, path, what)
-    if src.format == "parquet":
-        df = read_input(what, path, lambda: spark.read.parquet(path))
-    elif src.format == "csv":
-        df = read_input(what, path, lambda: _read_csv(run, path))
-    else:  # delta
-        df = read_input(what, path, lambda: spark.read.format("delta").load(path))
-    file_col = F.lit(path) if src.format == "delta" else F.col("_metadata.file_path")
-    return df.select("*", *lineage(run, source, file_col)), path
+    listing = formats.hadoop_listing(spark, path, what)  # the format follows the path unless given (formats.py)
+    fmt = formats.resolve_format(path, src.format, listing, what)
+    formats.check_not_empty(path, fmt, listing, what)
+    df = read_input(what, path, lambda: formats.read(spark, path, fmt, what, csv=lambda: _read_csv(run, path)))
+    file_col = F.lit(path) if fmt == "delta" else F.col("_metadata.file_path")
+    return df.select("*", *lineage(run, f"internal:{fmt}", file_col)), path
 
 
 def _read_csv(run: Run, path: str) -> DataFrame:
@@ -278,7 +274,7 @@ def _read_jdbc(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, s
         first = next((ln for ln in text.splitlines() if "PSQLException" in ln or "Exception" in ln), text[:300])
         if password:
             first = first.replace(password, "***")
-        raise InputError(f"cannot read internal {plural} from {where}: {first.strip()[:500]}{hint}") from None
+        raise InputError(f"cannot read internal {plural} from {where}: {first.strip(' :')[:500]}{hint}") from None
     return df.select("*", *lineage(run, "internal:jdbc", F.lit(f"{url_shown}/{table}"))), where
 
 
