@@ -171,9 +171,18 @@ def _session(cfg: Config, args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace, cfg: Config):
+    """The command's run; a writing command takes the storage root's lease here, after its
+    preflight checks (a bad path or key is one line before any Spark starts), held until it ends."""
     from .ledger import Run
 
-    run = Run.new(_session(cfg, args), cfg, args.run_id)
+    spark = _session(cfg, args)
+    if getattr(args, "writes", None):
+        from .lease import hold
+        from .ledger import new_run_id
+
+        args.run_id = args.run_id or new_run_id()
+        args.exit_stack.enter_context(hold(spark, cfg, run_id=args.run_id, command=args.writes))
+    run = Run.new(spark, cfg, args.run_id)
     run.observer = _console(args)
     return run
 
@@ -382,24 +391,12 @@ def cmd_emulator(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_lease(args: argparse.Namespace, cfg: Config) -> int:
     from .lease import break_lease, read_holder
 
-    spark = _session(cfg)
+    spark = _session(cfg, args)
     holder = read_holder(spark, cfg) if args.action == "show" else break_lease(spark, cfg)
     key = "holder" if args.action == "show" else "broken"
     _print({"storage_root": cfg.storage.root, key: holder.as_dict() if holder else None,
             **({"state": holder.state(cfg.lease.timeout_seconds)} if holder else {})})
     return 0
-
-
-def _writer_lease(args: argparse.Namespace, cfg: Config) -> contextlib.AbstractContextManager[Any]:
-    """The storage root's lease around a writing command (``writes`` set by its parser), else nothing.
-    The command's run id is fixed here, so the lease names the run the ledger will show."""
-    if not getattr(args, "writes", None):
-        return contextlib.nullcontext()
-    from .lease import hold
-    from .ledger import new_run_id
-
-    args.run_id = args.run_id or new_run_id()
-    return hold(_session(cfg), cfg, run_id=args.run_id, command=args.writes)
 
 
 def cmd_deploy_glue(args: argparse.Namespace, cfg: Config) -> int:
@@ -470,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
         console.plain_every = cfg.console.plain_progress_seconds
         args.cfg = cfg
-        with _writer_lease(args, cfg):
+        with contextlib.ExitStack() as args.exit_stack:
             return handler(args, cfg)
     except KeyboardInterrupt:
         console.close()

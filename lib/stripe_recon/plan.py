@@ -159,6 +159,7 @@ def build_corrections(
     run_id: str,
     allow_archives: bool = True,
     small: Callable[[DataFrame], DataFrame] = F.broadcast,
+    keep: Callable[[DataFrame], DataFrame] = lambda df: df,
 ) -> PlanFrames:
     """Turn one detect run's discrepancies plus the silver tables into corrections (pure, lazy).
 
@@ -167,18 +168,22 @@ def build_corrections(
     records.py). ``allow_archives=False`` (empty internal input) drops every archive. Every silver
     table is first cut down to the rows the discrepancies name (:func:`_only`, with ``small`` applied
     to the key sets: a broadcast hint while they are small), so the joins never shuffle a whole table.
+    ``keep`` is applied to each cut table and shared sub-result (the stage materialises them once):
+    every kind of correction joins the same few small frames, and without it each of the ten branches
+    would scan and cut the silver tables again (hundreds of Spark jobs for a small plan).
     """
     d = disc.alias("d")
     if records.PRIMARY not in sp.columns:
         sp = records.stripe_keyed(cfg, "product", sp, ready=False)
     pkeys = disc.where("entity = 'product'")
     prkeys = disc.where("entity = 'price'")
-    ip = _only(ip, "product_id", pkeys.select("key"), small)
-    ipr = _only(ipr, "price_id", prkeys.select("key"), small)
-    spr = _only(spr, "id", prkeys.select("stripe_id"), small)
+    ip = keep(_only(ip, "product_id", pkeys.select("key"), small))
+    ipr = keep(_only(ipr, "price_id", prkeys.select("key"), small))
+    spr = keep(_only(spr, "id", prkeys.select("stripe_id"), small))
     sp_all = sp
-    sp = _only(sp, "id", pkeys.select("stripe_id").unionByName(spr.select(F.col("product").alias("stripe_id"))), small)
-    prim = _only(_primary_products(sp_all), "pkey", ipr.select("product_id"), small).alias("prim")
+    sp = keep(_only(sp, "id", pkeys.select("stripe_id").unionByName(spr.select(F.col("product").alias("stripe_id"))),
+                    small))
+    prim = keep(_only(_primary_products(sp_all), "pkey", ipr.select("product_id"), small)).alias("prim")
     ip_eff = "(coalesce(ip.active, true) AND ip.deleted_at IS NULL)"
 
     # -- products ----------------------------------------------------------------------------
@@ -260,6 +265,7 @@ def build_corrections(
 
     # -- prices ------------------------------------------------------------------------------
     prd = d.filter("d.entity = 'price'")
+    create_p = keep(create_p)
     created = create_p.select(F.col("key").alias("ckey"), F.col("stripe_id").alias("cid"),
                               _correction_id().alias("cdep"))
     # product resolution for an internal product id: existing primary, else the one being created
@@ -269,8 +275,8 @@ def build_corrections(
         .join(created.alias("c"), F.expr("r.rprod = c.ckey"), "left")
         .selectExpr("r.rp", "coalesce(prim.sid, c.cid) AS product_sid",
                     "CASE WHEN prim.sid IS NULL THEN c.cdep END AS dep")
-        .alias("res")
     )
+    res = keep(res).alias("res")
 
     cand_create = (
         prd.filter("d.kind = 'missing_in_stripe' AND d.action = 'create'")
@@ -447,7 +453,7 @@ def plan(run: Any) -> dict[str, Any]:
         ready = silver.stored_ready(spark, cfg, tables.SILVER_STRIPE_PRODUCTS, sp, commits[tables.SILVER_STRIPE_PRODUCTS])
         sp = records.stripe_keyed(cfg, "product", sp, ready, frames=small_frames)
         frames = build_corrections(disc, ip, ipr, sp, spr, cfg, run.run_id, allow_archives=allow_archives,
-                                   small=small_hint)
+                                   small=small_hint, keep=small_frames.materialize)
         corr = frames.corrections.cache()
         try:
             agg = corr.agg(

@@ -72,6 +72,13 @@ class SmallFrames:
         self.frames.append(df)
         return df
 
+    def materialize(self, df: DataFrame) -> DataFrame:
+        """``keep`` and compute it now (one job): later plans read it from memory, with its real size
+        known to the planner (so joins with it are broadcast when it is small)."""
+        df = self.keep(df)
+        df.count()
+        return df
+
     def release(self) -> None:
         for df in self.frames:
             df.unpersist()

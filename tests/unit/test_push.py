@@ -203,7 +203,7 @@ def recon_push(cfg, emu, capsys, *args: str) -> tuple[int, dict]:
     capsys.readouterr()
     code = main(["push", "--config", str(CONF), "--set", f"storage.root={cfg.storage.root}",
                  "--set", f"stripe.api_base={emu.url}", "--set", "stripe.rate_limit_per_second=200",
-                 "--set", "stripe.status_chunk_size=3", *args])
+                 "--set", "stripe.status_chunk_size=3", "--json", *args])
     out = capsys.readouterr().out
     return code, json.loads(out) if code == 0 else {}
 
