@@ -65,10 +65,11 @@ test-cdc: $(STAMP) jars
 	RECON_CDC_REQUIRED=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m cdc $(PYTEST_ARGS); \
 	    rc=$$?; bash scripts/cdc_services.sh stop; exit $$rc
 
-# The chaos lane (tests/chaos, marked `chaos`, left out of `make test`): real processes, the emulator with
-# faults on, seeded SIGKILLs, concurrent writers and a replay; prints its figures (CHAOS_SEED=N to vary).
+# The chaos lane (tests/chaos and the fault/SIGKILL round trips of tests/e2e/test_convergence.py, marked
+# `chaos`, left out of `make test`): real processes, the emulator with faults on, seeded SIGKILLs,
+# concurrent writers and a replay; prints its figures (CHAOS_SEED=N to vary).
 test-chaos: $(STAMP) jars
-	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m chaos tests/chaos $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m chaos tests/chaos tests/e2e/test_convergence.py $(PYTEST_ARGS)
 
 $(COMPAT_STAMP): setup.py
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)

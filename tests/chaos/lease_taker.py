@@ -2,7 +2,8 @@
 
 For each ROOT it waits until START + 25 s x round, then takes that root's lease once (the table is
 created by whichever taker gets there first) and prints one JSON line: the round, whether it won,
-the Delta conflicts its tries lost (exception class names) and, for a loser, the refusal message.
+the Delta conflicts its tries lost (exception class names), for a winner when it took the lease and
+when it began to release it (epoch seconds), and for a loser the refusal message.
 A winner keeps the lease until the round's end so no loser can take it after it is released.
 """
 
@@ -51,9 +52,10 @@ def main() -> None:
         out = {"round": i, "name": name}
         try:
             held = lease.take(spark, cfg, f"R-{name}", "chaos")
-            out.update(won=True)
+            out.update(won=True, took=time.time())
             while time.time() < at + 20:
                 time.sleep(0.1)
+            out["released"] = time.time()  # before the release: the lease may be free from here on
             held.release()
         except lease.LeaseHeldError as exc:
             out.update(won=False, refused=str(exc))

@@ -114,6 +114,7 @@ def test_convergence_exactly_once(spark, make_cfg, catalog):
         assert _fixable(spark, cfg, after.run_id) == []
 
 
+@pytest.mark.chaos  # faults / a SIGKILL: the chaos lane (`make test-chaos`), not `make test`
 def test_convergence_with_faults(spark, make_cfg, catalog):
     faults = FaultConfig({"error_5xx": 0.10, "rate_limit": 0.05, "lost_response": 0.02}, seed=11)
     with EmulatorServer(port=0, seed_from=str(catalog / "stripe"), faults=faults) as emu:
@@ -131,6 +132,7 @@ def test_convergence_with_faults(spark, make_cfg, catalog):
         assert _fixable(spark, cfg, after.run_id) == []
 
 
+@pytest.mark.chaos  # faults / a SIGKILL: the chaos lane (`make test-chaos`), not `make test`
 def test_sigkill_half_way_then_rerun(spark, make_cfg, catalog):
     with EmulatorServer(port=0, seed_from=str(catalog / "stripe")) as emu:
         cfg = _cfg(make_cfg, catalog, emu)

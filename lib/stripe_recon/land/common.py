@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from .. import canonical, gx_suites, quarantine, records, silver, tables
 from ..errors import InputError
 from ..ledger import Run
 from ..quarantine import REASONS, Rule
+
+log = logging.getLogger(__name__)
 
 SUITE_REASONS = "_suite_reasons"
 ROW = "_row"  # a unique id of a record within one landing (Stripe: picks one of identical versions)
@@ -310,7 +313,13 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
                                           products_version=products_version, frames=frames)
     meta = {**derived_meta, "unique": [spec.key], "landing": {**metadata, "rules_spec": rules_spec(run, spec)}}
     version = write_snapshot(run, spec.silver, derived, meta)
-    got = read(obs.get)
+    observed_row = obs.get
+    if not observed_row:
+        # Spark 3.5 (Glue 5.0) can hand back an empty observation (seen on Stripe prices, whose write
+        # also broadcasts the product keys): the same aggregates, counted in one more pass.
+        log.debug("%s: the write's observation came back empty; counting again", spec.silver)
+        observed_row = marked.agg(*aggs).first().asDict()
+    got = read(observed_row)
     rejected = None
     if got["counts"]["quarantined"] or got["suite_quarantined"]:
         bad = marked.where(~F.col("_land_ok") | (F.col("_winner") & (F.size(SUITE_REASONS) > 0)))
