@@ -276,7 +276,10 @@ def sql_literal(value: Any) -> str:
 def _swap(spark: SparkSession, cfg: Config, expected: str | None, values: dict[str, str]) -> bool | None:
     """The conditional write: set ``values`` (SQL expressions) on the row whose token is still
     ``expected``. True/False: whether it changed the row (None: this Delta does not say)."""
-    path = tables.table_path(cfg, tables.CONTROL_LEASE).replace("`", "``")
+    # SQL names a path table only by an absolute path (a relative storage.root such as `make run`'s
+    # `data` would not resolve): qualified by its file system, `data/...` -> `file:/abs/data/...`.
+    fs, hpath = _fs(spark, tables.table_path(cfg, tables.CONTROL_LEASE))
+    path = str(fs.makeQualified(hpath).toString()).replace("`", "``")
     cond = "token IS NULL" if expected is None else f"token = {sql_literal(expected)}"
     sets = ", ".join(f"{k} = {v}" for k, v in values.items())
     result = spark.sql(f"UPDATE delta.`{path}` SET {sets} WHERE {cond}")

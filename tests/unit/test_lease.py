@@ -136,3 +136,21 @@ def test_exactly_one_of_concurrent_takers_wins(spark, cfg):
     assert len(won) == 1 and len(refused) == 2
     assert all(f"in use by run {won[0]} (recon run" in msg for msg in refused)
     assert lease.read_holder(spark, cfg).run_id == won[0]
+
+
+def test_a_relative_storage_root_takes_and_releases_the_lease(spark, tmp_path):
+    """`make run` uses storage.root=data: the conditional write names the table by its absolute path
+    (SQL resolves no relative path table), and the lease is taken, seen and given back."""
+    from stripe_recon.config import load_config
+
+    jvm_cwd = spark.sparkContext._jvm.java.lang.System.getProperty("user.dir")  # what Hadoop resolves against
+    root = os.path.relpath(tmp_path / "data", jvm_cwd)
+    assert not os.path.isabs(root)
+    rel = load_config(CONF, [f"storage.root={root}"], environ={})
+    held = lease.take(spark, rel, "R-REL", "run")
+    try:
+        assert lease.read_holder(spark, rel).run_id == "R-REL"
+    finally:
+        held.release()
+    assert lease.read_holder(spark, rel) is None
+    assert (tmp_path / "data" / "tables" / "control" / "lease" / "_delta_log").is_dir()
