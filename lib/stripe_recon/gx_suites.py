@@ -21,6 +21,14 @@ Values known only at run time are GX suite parameters (``{"$PARAMETER": "iso_cur
 macros in ``unexpected_rows_query`` (``${exponent:currency}``, ``${minor_units:amount:currency}``,
 ``${touches_stripe_owned:entity:payload}``), expanded by :func:`load_suite` from code and config.
 
+Stripe's limits (stripe_limits.py) reach the suites the same way: the parameter
+``stripe_limit_<key>`` and the macro ``${stripe_limit:<key>}`` hold the number, and a rule checking
+one says so in ``meta.stripe_limit: <key>``: :func:`load_suite` then requires the expectation to use
+that limit and appends it to the rule's name, the quarantine reason (``name_too_long: Stripe accepts
+at most 250 characters in a product name``). ``${metadata_keys_sent:metadata}`` counts the metadata
+keys a product create sends and ``${product_key_in_metadata}`` is TRUE when the product id is sent as
+``metadata.internal_id`` (both follow plan.py and the ``mapping`` / ``metadata`` config).
+
 Example::
 
     suite = load_suite("internal_prices", cfg)
@@ -37,7 +45,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from . import currencies
+from . import currencies, stripe_limits
 from .config import Config, expectations_dir
 from .errors import ConfigError
 from .quarantine import Rule
@@ -88,6 +96,8 @@ def load_suite(name: str, cfg: Config, directory: Path | None = None) -> dict[st
         emeta.setdefault("severity", "error")
         if emeta["severity"] not in SEVERITIES:
             raise ConfigError(f"{path}: expectation #{i} ({exp['type']}) meta.severity must be one of {SEVERITIES}")
+        if emeta.get("stripe_limit") is not None:
+            _apply_stripe_limit(exp, where=f"{path} #{i}")
         rule = emeta.get("rule")
         if rule in seen_rules:
             raise ConfigError(f"{path}: row rule name {rule!r} is used twice; each row rule needs its own name")
@@ -97,6 +107,25 @@ def load_suite(name: str, cfg: Config, directory: Path | None = None) -> dict[st
         if isinstance(query, str):
             exp["kwargs"]["unexpected_rows_query"] = expand_macros(query, cfg, where=f"{path} #{i}")
     return suite
+
+
+def _apply_stripe_limit(exp: dict[str, Any], where: str) -> None:
+    """An expectation checking a Stripe limit (``meta.stripe_limit``, a key of stripe_limits.LIMITS):
+    it must use that limit's number (suite parameter or macro), and its rule's quarantine reason gets
+    the limit appended (``name_too_long: Stripe accepts at most 250 characters in a product name``)."""
+    key, emeta = exp["meta"]["stripe_limit"], exp["meta"]
+    lim = stripe_limits.LIMITS.get(key) if isinstance(key, str) else None
+    if lim is None:
+        raise ConfigError(f"{where}: meta.stripe_limit {key!r} is not a Stripe limit; known: "
+                          f"{', '.join(stripe_limits.LIMITS)} (stripe_recon/stripe_limits.py)")
+    text = json.dumps(exp["kwargs"])
+    if f'"{lim.parameter}"' not in text and f"${{stripe_limit:{key}}}" not in text:
+        raise ConfigError(f"{where}: an expectation with meta.stripe_limit {key!r} must use that limit: "
+                          f'{{"$PARAMETER": "{lim.parameter}"}} or ${{stripe_limit:{key}}}')
+    if not emeta.get("rule"):
+        raise ConfigError(f"{where}: meta.stripe_limit {key!r} needs meta.rule (a Stripe limit is a row rule)")
+    if not emeta["rule"].endswith(": " + lim.reason):
+        emeta["rule"] = f"{emeta['rule']}: {lim.reason}"
 
 
 def expand_macros(sql: str, cfg: Config, where: str = "suite") -> str:
@@ -154,6 +183,30 @@ def _touches_stripe_owned(cfg: Config, entity_col: str, payload_col: str) -> str
     return " OR ".join(parts) if parts else "false"
 
 
+def _stripe_limit(cfg: Config, key: str) -> str:
+    """The number of a Stripe limit (stripe_recon/stripe_limits.py)."""
+    if key not in stripe_limits.LIMITS:
+        raise ConfigError(f"unknown Stripe limit {key!r} in ${{stripe_limit:...}}; known: {', '.join(stripe_limits.LIMITS)}")
+    return str(stripe_limits.limit(key))
+
+
+def _product_key_in_metadata(cfg: Config) -> str:
+    """TRUE when a product create sends the internal product_id as ``metadata.internal_id``."""
+    return "true" if cfg.mapping.product_key == "metadata.internal_id" else "false"
+
+
+def _metadata_keys_sent(cfg: Config, metadata_col: str) -> str:
+    """How many metadata keys a product create sends (plan.py): the keys with a value, except
+    ``metadata.excluded_keys``, plus ``internal_id`` when the product key lives there."""
+    excluded = ", ".join(_lit(k) for k in cfg.metadata.excluded_keys) or "''"
+    col = _col(metadata_col, "${metadata_keys_sent}")
+    internal_id = _lit("internal_id")
+    kept = f"map_filter(coalesce({col}, map()), (k, v) -> v IS NOT NULL AND NOT array_contains(array({excluded}), k)"
+    if cfg.mapping.product_key == "metadata.internal_id":
+        return f"size({kept} AND k != {internal_id})) + 1"
+    return f"size({kept}))"
+
+
 def _like_prefix(prefix: str) -> str:
     """A LIKE pattern matching strings that start with ``prefix`` (its % and _ taken literally)."""
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -163,12 +216,15 @@ MACROS = {
     "exponent": _exponent,
     "minor_units": _minor_units,
     "touches_stripe_owned": _touches_stripe_owned,
+    "stripe_limit": _stripe_limit,
+    "product_key_in_metadata": _product_key_in_metadata,
+    "metadata_keys_sent": _metadata_keys_sent,
 }
 
 
 def parameters(cfg: Config) -> dict[str, Any]:
     """Suite parameters every suite may use (``{"$PARAMETER": name}``); row-count ones are added per table."""
-    return {"iso_currencies": sorted(currencies.EXPONENTS)}
+    return {"iso_currencies": sorted(currencies.EXPONENTS), **stripe_limits.parameters()}
 
 
 def _lit(value: Any) -> str:

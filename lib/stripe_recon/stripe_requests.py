@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .stripe_client import redacting
+from .stripe_limits import limit
 
 if TYPE_CHECKING:  # pragma: no cover
     import stripe
@@ -71,8 +72,9 @@ def _metadata(meta: Mapping[str, Any] | None) -> dict[str, str] | None:
         return None
     out: dict[str, str] = {}
     for key, value in meta.items():
-        if not isinstance(key, str) or not key or "[" in key or "]" in key or len(key) > 40:
-            raise ValueError(f"metadata key {key!r} is not allowed by Stripe (1-40 chars, no '[' or ']')")
+        if not isinstance(key, str) or not key or "[" in key or "]" in key or len(key) > limit("metadata_key"):
+            raise ValueError(f"metadata key {key!r} is not allowed by Stripe (1-{limit('metadata_key')} chars, "
+                             "no '[' or ']')")
         if value is None:
             out[key] = ""
         elif isinstance(value, bool):

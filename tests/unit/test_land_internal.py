@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -329,3 +330,45 @@ def test_csv_lines_with_too_many_or_too_few_fields_are_quarantined_not_cut(spark
     records = tables.read(spark, run.cfg, tables.GOLD_QUARANTINE).where("key = 'long'").first().record
     assert records == "long,p1,usd,1.00,,,,,,EXTRA"  # the line as it arrived
     assert out["prices"] == {"rows_in": 3, "landed": 1, "quarantined": 2, "silver_rows": 1, "suite_quarantined": 0}
+
+
+def test_values_stripe_would_refuse_are_quarantined_at_landing_with_the_limit(spark, make_cfg, tmp_path):
+    """Every limit of a modelled field (stripe_limits.py): a value just at it lands, one over it is
+    quarantined with the limit in its reason. The numbers are Stripe's, written out here."""
+    def meta(n: int) -> str:
+        return json.dumps({f"k{i}": "v" for i in range(n)})
+
+    def row(pid: str, name: str = "N", description: str | None = None, metadata: str | None = None) -> list:
+        return [pid, name, description, None, None, None, metadata, None]
+
+    def price(pid: str, nickname: str | None = None) -> list:
+        return [pid, "name250", "usd", "1.00", None, None, None, nickname, None]
+
+    products = write_csv(tmp_path / "in" / "products.csv", PRODUCT_HEADER, [
+        row("name250", name="n" * 250), row("name251", name="n" * 251),
+        row("desc40000", description="d" * 40000), row("desc40001", description="d" * 40001),
+        row("i" * 500), row("i" * 501),  # sent as metadata.internal_id: a metadata value
+        row("meta49", metadata=meta(49)), row("meta50", metadata=meta(50)),  # + internal_id on create
+        row("emptykey", metadata='{"": "v"}'),
+    ])
+    prices = write_csv(tmp_path / "in" / "prices.csv", PRICE_HEADER, [
+        price("p" * 200), price("p" * 201),  # sent as lookup_key
+        price("nick5000", nickname="n" * 5000), price("nick5001", nickname="n" * 5001),
+    ])
+    run, out = land(spark, make_cfg, *csv_overrides(products, prices))
+    says = "Stripe accepts at most"
+    assert quarantined(run) == sorted([
+        ("price", "nick5001", [f"nickname_too_long: {says} 5000 characters in a price nickname"]),
+        ("price", "p" * 201, [f"price_id_too_long: {says} 200 characters in a price lookup_key"]),
+        ("product", "desc40001", [f"description_too_long: {says} 40000 characters in a product description"]),
+        ("product", "emptykey", ["metadata_bad_key: Stripe accepts 1 to 40 characters in a metadata key, "
+                                 "without [ or ]"]),
+        ("product", "i" * 501, [f"product_id_too_long: {says} 500 characters in a metadata value"]),
+        ("product", "meta50", [f"metadata_too_many_keys: {says} 50 keys in metadata"]),
+        ("product", "name251", [f"name_too_long: {says} 250 characters in a product name"]),
+    ], key=lambda t: (t[0], t[1], t[2]))
+    assert [r.product_id for r in silver(run, tables.SILVER_INTERNAL_PRODUCTS)] == [
+        "desc40000", "i" * 500, "meta49", "name250"]
+    assert [r.price_id for r in silver(run, tables.SILVER_INTERNAL_PRICES)] == ["nick5000", "p" * 200]
+    assert out["products"]["rows_in"] == 9 and out["products"]["suite_quarantined"] == 5
+    assert out["prices"]["rows_in"] == 4 and out["prices"]["suite_quarantined"] == 2

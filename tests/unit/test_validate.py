@@ -19,6 +19,7 @@ from pyspark.sql import types as T
 from stripe_recon import tables
 from stripe_recon.errors import HeldError
 from stripe_recon.ledger import Run
+from stripe_recon.stripe_limits import LIMITS
 from stripe_recon.validate import INPUT_SUITES, validate_inputs
 
 TS = dt.datetime(2026, 1, 1, 12, 0, 0)
@@ -200,11 +201,18 @@ def test_each_internal_price_row_rule_quarantines_with_its_reason(spark, cfg, ru
     assert keys(spark, cfg, tables.SILVER_INTERNAL_PRICES, "price_id") == sorted(r["price_id"] for r in PRICE_OK)
 
 
+def reason(rule: str, limit: str) -> str:
+    """A quarantine reason of a Stripe limit rule, written out (the numbers are Stripe's, not read from code)."""
+    return f"{rule}: Stripe accepts {limit}"
+
+
 def test_internal_product_rules_metadata_limits_and_warnings(spark, cfg, run):
+    assert LIMITS["metadata_keys"].max == 50 and LIMITS["metadata_key"].max == 40  # what the rows below assume
     products = [
         product("OK"),
-        product("OK_50", metadata={f"k{i}": "v" for i in range(50)}),
-        product("KEYS51", metadata={f"k{i}": "v" for i in range(51)}),
+        # a create sends internal_id too (mapping.product_key metadata.internal_id): 49 + 1 keys
+        product("OK_49", metadata={f"k{i}": "v" for i in range(49)}),
+        product("KEYS50", metadata={f"k{i}": "v" for i in range(50)}),
         product("LONGKEY", metadata={"k" * 41: "v"}),
         product("KEY40", metadata={"k" * 40: "v" * 500}),
         product("BRACKET", metadata={"a[b]": "v"}),
@@ -221,17 +229,18 @@ def test_internal_product_rules_metadata_limits_and_warnings(spark, cfg, run):
     assert (t["rows_in"], t["valid"], t["quarantined"]) == (12, 5, 7)
     assert_balanced(out)
     got = quarantined(spark, cfg, run.run_id)
+    bad_key = reason("metadata_bad_key", "1 to 40 characters in a metadata key, without [ or ]")
     assert got == {
-        ("internal", "product", "KEYS51"): ["metadata_too_many_keys"],
-        ("internal", "product", "LONGKEY"): ["metadata_bad_key"],
-        ("internal", "product", "BRACKET"): ["metadata_bad_key"],
-        ("internal", "product", "LONGVAL"): ["metadata_value_too_long"],
+        ("internal", "product", "KEYS50"): [reason("metadata_too_many_keys", "at most 50 keys in metadata")],
+        ("internal", "product", "LONGKEY"): [bad_key],
+        ("internal", "product", "BRACKET"): [bad_key],
+        ("internal", "product", "LONGVAL"): [reason("metadata_value_too_long", "at most 500 characters in a metadata value")],
         ("internal", "product", None): ["null_key"],
         ("internal", "product", "DUP"): ["duplicate_key"],  # two rows, same key and reasons
     }
     n_dup = tables.read(spark, cfg, tables.GOLD_QUARANTINE).filter(F.col("key") == "DUP").count()
     assert n_dup == 2
-    assert keys(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, "product_id") == ["BADTAX", "KEY40", "NONAME", "OK", "OK_50"]
+    assert keys(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, "product_id") == ["BADTAX", "KEY40", "NONAME", "OK", "OK_49"]
     warned = sorted((f["expectation"], f["kwargs"]["column"]) for f in t["failed"])
     assert warned == [("expect_column_values_to_match_regex", "tax_code"), ("expect_column_values_to_not_be_null", "name")]
     # warn rules are counted over the rows that stay valid, as GX would on the valid frame
@@ -292,7 +301,7 @@ def test_stripe_row_failures_quarantine_and_hold(spark, cfg, run):
     assert "stripe_products" in msg and "stripe_prices" in msg and "internal_products" not in msg
     assert quarantined(spark, cfg, run.run_id) == {
         ("stripe", "product", "prod_1"): ["duplicate_key"],
-        ("stripe", "product", "prod_2"): ["metadata_bad_key"],
+        ("stripe", "product", "prod_2"): [reason("metadata_bad_key", "1 to 40 characters in a metadata key, without [ or ]")],
         ("stripe", "price", "price_2"): ["unknown_currency"],
         ("stripe", "price", "price_3"): ["negative_amount"],
         ("stripe", "price", "price_4"): ["invalid_interval"],
@@ -344,6 +353,20 @@ def _suite_file(tmp_path, expectations, meta=None):
         ([{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "a"}, "meta": {"severity": "fatal"}}],
          None, "meta.severity must be one of"),
         ([], {"row_failures": "drop"}, "meta.row_failures must be one of"),
+        ([{"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "name", "max_value": 250},
+           "meta": {"rule": "r", "stripe_limit": "product_nam"}}],
+         None, "meta.stripe_limit 'product_nam' is not a Stripe limit; known: product_name,"),
+        ([{"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "name", "max_value": 250},
+           "meta": {"rule": "r", "stripe_limit": "product_name"}}],
+         None, 'must use that limit: {"$PARAMETER": "stripe_limit_product_name"} or ${stripe_limit:product_name}'),
+        ([{"type": "expect_column_value_lengths_to_be_between",
+           "kwargs": {"column": "name", "max_value": {"$PARAMETER": "stripe_limit_product_name"}},
+           "meta": {"stripe_limit": "product_name"}}],
+         None, "meta.stripe_limit 'product_name' needs meta.rule"),
+        ([{"type": "unexpected_rows_expectation",
+           "kwargs": {"unexpected_rows_query": "SELECT * FROM {batch} WHERE length(a) > ${stripe_limit:nope}"},
+           "meta": {"rule": "r"}}],
+         None, "unknown Stripe limit 'nope'"),
     ],
 )
 def test_bad_suites_are_config_errors(tmp_path, cfg, expectations, meta, message):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..currencies import EXPONENTS
+from ..stripe_limits import limit
 from .errors import StripeAPIError, invalid, missing, unknown_param
 from .events import EventLog, changed_fields
 from .forms import as_bool, as_dict, as_int, as_list, as_str
@@ -69,7 +70,8 @@ def _empty_not_allowed(param: str) -> StripeAPIError:
 
 
 def _metadata_apply(current: dict[str, str], raw: Any, *, merge: bool) -> dict[str, str]:
-    """Stripe metadata rules: string values, ``""`` unsets a key, <=50 keys, key <=40, value <=500."""
+    """Stripe metadata rules: string values, ``""`` unsets a key, at most ``metadata_keys`` keys of
+    ``metadata_key`` characters (not empty) and values of ``metadata_value`` (stripe_limits.py)."""
     given = as_dict(raw, "metadata")
     out = dict(current) if merge else {}
     if raw == "":  # metadata="" clears every key
@@ -78,18 +80,19 @@ def _metadata_apply(current: dict[str, str], raw: Any, *, merge: bool) -> dict[s
         if isinstance(value, (dict, list)):
             raise invalid(f"metadata[{key}]", f"Invalid value for metadata key '{key}': must be a string.",
                           code="parameter_invalid_string")
-        if len(key) > 40:
-            raise invalid(f"metadata[{key}]", "Metadata keys can be at most 40 characters long.",
-                          code="parameter_invalid_string")
-        if len(value) > 500:
-            raise invalid(f"metadata[{key}]", "Metadata values can be at most 500 characters long.",
-                          code="parameter_invalid_string")
+        if not key or len(key) > limit("metadata_key") or "[" in key or "]" in key:
+            raise invalid(f"metadata[{key}]", f"Metadata keys must be 1 to {limit('metadata_key')} characters long, "
+                          "without square brackets.", code="parameter_invalid_string")
+        if len(value) > limit("metadata_value"):
+            raise invalid(f"metadata[{key}]", f"Metadata values can be at most {limit('metadata_value')} characters "
+                          "long.", code="parameter_invalid_string")
         if value == "":
             out.pop(key, None)
         else:
             out[key] = value
-    if len(out) > 50:
-        raise invalid("metadata", "Metadata can have at most 50 keys.", code="parameter_invalid_string")
+    if len(out) > limit("metadata_keys"):
+        raise invalid("metadata", f"Metadata can have at most {limit('metadata_keys')} keys.",
+                      code="parameter_invalid_string")
     return out
 
 
@@ -196,7 +199,7 @@ class Store:
         _check_params(params, PRODUCT_CREATE)
         if "name" not in params:
             raise StripeAPIError(400, "Missing required param: name.", code="parameter_missing", param="name")
-        name = as_str(params["name"], "name", 5000)
+        name = as_str(params["name"], "name", limit("product_name"))
         if not name:
             raise _empty_not_allowed("name")
         with self.lock:
@@ -222,12 +225,12 @@ class Store:
 
     def _apply_product_fields(self, obj: dict[str, Any], params: dict[str, Any], *, creating: bool) -> None:
         if "name" in params:
-            name = as_str(params["name"], "name", 5000)
+            name = as_str(params["name"], "name", limit("product_name"))
             if not name:
                 raise _empty_not_allowed("name")
             obj["name"] = name
         if "description" in params:
-            obj["description"] = _optional_text(params["description"], "description", 40000)
+            obj["description"] = _optional_text(params["description"], "description", limit("product_description"))
         if "active" in params:
             obj["active"] = as_bool(params["active"], "active")
         if "metadata" in params:
@@ -237,22 +240,25 @@ class Store:
             if code is not None and not TAX_CODE.match(code):
                 raise invalid("tax_code", f"Invalid tax code: {code}", code="parameter_invalid_string")
             obj["tax_code"] = code
-        for field, limit in (("url", 5000), ("unit_label", 12), ("statement_descriptor", 22)):
+        for field in ("url", "unit_label", "statement_descriptor"):
             if field in params:
-                obj[field] = _optional_text(params[field], field, limit)
+                obj[field] = _optional_text(params[field], field, limit(f"product_{field}"))
         if "shippable" in params:
             obj["shippable"] = as_bool(params["shippable"], "shippable")
         if "images" in params:
             images = [] if params["images"] == "" else as_list(params["images"], "images")
-            if len(images) > 8:
-                raise invalid("images", "A product can have at most 8 images.", code="parameter_invalid_array")
-            obj["images"] = [as_str(i, "images") for i in images]
+            if len(images) > limit("product_images"):
+                raise invalid("images", f"A product can have at most {limit('product_images')} images.",
+                              code="parameter_invalid_array")
+            obj["images"] = [as_str(i, "images", limit("product_image_url")) for i in images]
         if "marketing_features" in params:
             feats = [] if params["marketing_features"] == "" else as_list(params["marketing_features"], "marketing_features")
-            if len(feats) > 15:
-                raise invalid("marketing_features", "At most 15 marketing features.", code="parameter_invalid_array")
+            if len(feats) > limit("product_marketing_features"):
+                raise invalid("marketing_features", f"At most {limit('product_marketing_features')} marketing "
+                              "features.", code="parameter_invalid_array")
             obj["marketing_features"] = [{"name": as_str(as_dict(f, "marketing_features").get("name", ""),
-                                                         "marketing_features")} for f in feats]
+                                                         "marketing_features", limit("product_marketing_feature_name"))}
+                                         for f in feats]
         if "package_dimensions" in params:
             dims = params["package_dimensions"]
             obj["package_dimensions"] = None if dims == "" else {
@@ -376,7 +382,7 @@ class Store:
                                      "product.", param="active")
             obj["active"] = active
         if "nickname" in params:
-            obj["nickname"] = _optional_text(params["nickname"], "nickname", 5000)
+            obj["nickname"] = _optional_text(params["nickname"], "nickname", limit("price_nickname"))
         if "metadata" in params:
             obj["metadata"] = _metadata_apply(obj["metadata"], params["metadata"], merge=not creating)
         if "tax_behavior" in params:
@@ -389,7 +395,7 @@ class Store:
             obj["tax_behavior"] = behavior
         transfer = as_bool(params.get("transfer_lookup_key", False), "transfer_lookup_key")
         if "lookup_key" in params:
-            key = _optional_text(params["lookup_key"], "lookup_key", 200)
+            key = _optional_text(params["lookup_key"], "lookup_key", limit("price_lookup_key"))
             holder = self.lookup_index.get(key) if key else None
             if holder is not None and holder != obj["id"] and not transfer:
                 # Stripe's wording; its error code for this case is not documented, so none is sent.
