@@ -200,11 +200,12 @@ def _metadata_keys_sent(cfg: Config, metadata_col: str) -> str:
     ``metadata.excluded_keys``, plus ``internal_id`` when the product key lives there."""
     excluded = ", ".join(_lit(k) for k in cfg.metadata.excluded_keys) or "''"
     col = _col(metadata_col, "${metadata_keys_sent}")
-    internal_id = _lit("internal_id")
-    kept = f"map_filter(coalesce({col}, map()), (k, v) -> v IS NOT NULL AND NOT array_contains(array({excluded}), k)"
-    if cfg.mapping.product_key == "metadata.internal_id":
-        return f"size({kept} AND k != {internal_id})) + 1"
-    return f"size({kept}))"
+    in_metadata = cfg.mapping.product_key == "metadata.internal_id"
+    sent = f"v IS NOT NULL AND NOT array_contains(array({excluded}), k)"
+    if in_metadata:
+        sent += f" AND k != {_lit('internal_id')}"
+    count = f"size(map_filter(coalesce({col}, map()), (k, v) -> {sent}))"
+    return f"{count} + 1" if in_metadata else count
 
 
 def _like_prefix(prefix: str) -> str:

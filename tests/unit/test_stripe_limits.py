@@ -92,6 +92,22 @@ def test_spec_figures_are_what_stripe_mocks_openapi_spec_says():
         "description"]
 
 
+@pytest.mark.parametrize("product_key, reasons", [
+    ("metadata.internal_id", ["metadata_too_many_keys", "product_id_too_long"]),  # internal_id is sent too
+    ("id", []),  # the id is the Stripe id: no metadata value, no extra key
+])
+def test_metadata_and_id_rules_follow_the_product_key_mapping(spark, make_cfg, product_key, reasons):
+    from stripe_recon import gx_suites, quarantine
+
+    cfg = make_cfg(f"mapping.product_key={product_key}")
+    rules = [r for r in gx_suites.landing_row_rules(gx_suites.load_suite("internal_products", cfg), "product_id", cfg)
+             if r.name.split(":")[0] in ("metadata_too_many_keys", "product_id_too_long")]
+    meta = {**{f"k{i}": "v" for i in range(50)}, "internal_id": "ignored", "gone": None}  # 50 keys sent, or 51
+    df = spark.createDataFrame([("i" * 501, meta)], "product_id string, metadata map<string,string>")
+    got = quarantine.flag(df, rules).first()[quarantine.REASONS]
+    assert [r.split(":")[0] for r in got] == reasons
+
+
 # -- the emulator refuses what Stripe refuses -------------------------------------------------------
 
 def _value(key: str, n: int) -> tuple[str, dict]:
