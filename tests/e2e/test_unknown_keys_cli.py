@@ -53,6 +53,9 @@ def test_quarantined_keys_get_no_discrepancy_no_correction_and_are_reported(spar
                  "--prices", str(inp / "prices.csv")) == 0
     assert recon("land", "stripe", "--from-files", str(inp / "stripe.jsonl")) == 0
     assert recon("detect", "--run-id", "20260301T000000000Z-dddddd") == 0
+    detect_line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("detect ")]
+    assert " ".join(detect_line[0].split()[1:-1]) == (
+        "4 discrepancies (2 missing_in_stripe, 2 missing_in_internal); 2 quarantined keys left unknown (not compared)")
     disc = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where("run_id = '20260301T000000000Z-dddddd'")
     # Before: also P2/prod_2 missing_in_internal (archive), P4 missing_in_stripe (create) and
     # PR4/price_4 price_product_mismatch (its product prod_4 is not in silver).
