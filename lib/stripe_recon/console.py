@@ -82,7 +82,9 @@ KIND_ORDER = ("missing_in_stripe", "missing_in_internal", "field_mismatch", "dup
 
 def _detect(c: Counts) -> str:
     kinds = [f"{n(c[k])} {k}" for k in KIND_ORDER if c.get(k)]
-    return f"{n(c.get('discrepancies'))} discrepancies" + (f" ({', '.join(kinds)})" if kinds else "")
+    unknown = sum(v for k, v in c.items() if k.endswith(".unknown_keys"))
+    return (f"{n(c.get('discrepancies'))} discrepancies" + (f" ({', '.join(kinds)})" if kinds else "")
+            + (f"; {n(unknown)} quarantined keys left unknown (not compared)" if unknown else ""))
 
 
 PLAN_OPS = ("create_product", "update_product", "archive_product", "create_price", "replace_price",

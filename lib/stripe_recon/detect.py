@@ -23,6 +23,9 @@ Choices made here:
   -> push (replace for immutable price fields), newer Stripe -> pull, tie or a missing time -> review.
 - A Stripe price whose product id is unknown in silver.stripe_products has a null product key, so it
   differs from any internal ``product_id`` (price_product_mismatch).
+- A key quarantined by the runs that produced the silver versions read (unknown.py) is unknown, not
+  absent: every candidate pair of it is left out, on both sides, and so is a price's when its product
+  (key or Stripe id) is quarantined (:func:`without_unknown`, one place, before phase 2).
 
 Example::
 
@@ -44,6 +47,7 @@ from . import normalise as N
 from . import records, silver, tables
 from .config import Attribute, Config
 from .errors import ConfigError
+from .unknown import by_key, quarantined_keys
 
 KINDS = ("missing_in_stripe", "missing_in_internal", "field_mismatch", "duplicate_in_stripe", "price_product_mismatch")
 # Stripe price fields that cannot be updated: a change means a new price (action ``replace``).
@@ -253,7 +257,7 @@ def _stripe_narrow(df: DataFrame, comp: _Compiler, ready: bool) -> DataFrame:
     if tol is not None:
         rec.append(tol.alias("t"))
     if e.name == "price":
-        rec.append(F.col(records.PRODUCT_KEY).alias("product_key"))
+        rec += [F.col(records.PRODUCT_KEY).alias("product_key"), F.col("product").alias("product_id")]
     return df.select(F.col(records.KEY).alias("key"), F.struct(*rec).alias("p"), F.col(records.ACTIVE_IDS).alias("active_ids"))
 
 
@@ -277,6 +281,43 @@ def _field_rows(comp: _Compiler, pairs: DataFrame, internal: DataFrame, stripe: 
     return j.select(F.lit(e.name).alias("entity"), F.inline(rows))
 
 
+# -- quarantined keys are unknown, not absent (unknown.py) ------------------------------------------
+
+def unknown_keys(spark: SparkSession, cfg: Config, commits: dict[str, dict],
+                 frames: records.SmallFrames) -> tuple[DataFrame | None, dict[str, int]]:
+    """The quarantined keys of the silver versions read (``commits``: their commit metadata), kept
+    in ``frames`` (small: quarantined rows are few), and the number of unknown keys (and Stripe ids)
+    per entity (an aggregate, ledger counts ``<entity>.unknown_keys``);
+    (None, {}) when there are none."""
+    found = quarantined_keys(spark, cfg, commits)
+    if found is None:
+        return None, {}
+    found = frames.keep(found)
+    per_entity = {r["entity"]: int(r["count"]) for r in by_key(found).groupBy("entity").count().collect()}
+    return (found, per_entity) if per_entity else (None, {})
+
+
+def without_unknown(cand: DataFrame, entity: Entity, unknown_df: DataFrame | None, broadcast_max: int) -> DataFrame:
+    """The candidate pairs (``i``/``s`` structs) without those of an unknown key: the key or the
+    Stripe id is quarantined, or (prices) the price's product is, on either side. Broadcast
+    anti-joins with the few quarantined keys; nothing at all when there are none."""
+    if unknown_df is None:
+        return cand
+
+    def values(of: str, column: str) -> DataFrame:
+        return unknown_df.where((F.col("entity") == of) & F.col(column).isNotNull()).select(F.col(column).alias("_u")).distinct()
+
+    checks = [(F.coalesce(F.col("i.key"), F.col("s.key")), entity.name, "key"), (F.col("s.p.id"), entity.name, "stripe_id")]
+    if entity.name == "price":
+        checks += [(F.col("i.product_key"), "product", "key"), (F.col("s.p.product_key"), "product", "key"),
+                   (F.col("s.p.product_id"), "product", "stripe_id")]
+    hint = F.broadcast if unknown_df.count() <= broadcast_max else (lambda d: d)
+    for col, of, column in checks:
+        u = hint(values(of, column))
+        cand = cand.join(u, col == u["_u"], "left_anti")
+    return cand
+
+
 def compare(
     spark: SparkSession,
     cfg: Config,
@@ -288,6 +329,7 @@ def compare(
     ready: frozenset[str] = frozenset(),
     cache: list[DataFrame] | None = None,
     frames: records.SmallFrames | None = None,
+    unknown: DataFrame | None = None,
 ) -> DataFrame:
     """The discrepancy rows (without run_id/detected_at) of one entity. Frames in, frame out.
 
@@ -297,7 +339,8 @@ def compare(
     config: "internal", "stripe", "stripe_products", "product_keys" (see :func:`silver.stored_ready`);
     the others are derived here. With ``cache`` (a list the caller unpersists after the rows are
     written) the candidate pairs of phase 1 are kept and counted once, so phase 2 can broadcast them;
-    without it the frame is pure (nothing persisted) and phase 1 runs once per consumer.
+    without it the frame is pure (nothing persisted) and phase 1 runs once per consumer. ``unknown``
+    (:func:`unknown_keys`): the pairs of a quarantined key are left out (:func:`without_unknown`).
     """
     comp = _Compiler(cfg, entity, N.icu_available(spark) if icu is None else icu)
     i = _internal_narrow(internal, comp, "internal" in ready).alias("i")
@@ -329,6 +372,7 @@ def compare(
         F.struct(F.col("i.*")).alias("i"),
         F.struct(F.col("s.key").alias("key"), F.col("s.p").alias("p"), F.col("s.active_ids").alias("active_ids")).alias("s"),
     )
+    cand = without_unknown(cand, entity, unknown, cfg.detect.broadcast_max_rows)
     broadcast = False
     if cache is not None:
         cand = cand.persist(StorageLevel.MEMORY_AND_DISK)
@@ -381,10 +425,12 @@ def compare(
 
 def discrepancies(spark: SparkSession, cfg: Config, frames: dict[str, DataFrame], run_id: str,
                   detected_at: dt.datetime | None = None, ready: frozenset[str] = frozenset(),
-                  cache: list[DataFrame] | None = None, small: records.SmallFrames | None = None) -> DataFrame:
+                  cache: list[DataFrame] | None = None, small: records.SmallFrames | None = None,
+                  unknown: DataFrame | None = None) -> DataFrame:
     """Both entities' rows in DISCREPANCIES_SCHEMA order; ``frames`` keyed by silver table name,
     ``ready`` the names of those whose stored derived columns are valid (:func:`silver.stored_ready`),
-    plus "product_keys" when the Stripe prices' product keys come from the current products version."""
+    plus "product_keys" when the Stripe prices' product keys come from the current products version;
+    ``unknown`` the quarantined keys (:func:`unknown_keys`)."""
     icu = N.icu_available(spark)
 
     def sides(internal: str, stripe: str) -> frozenset[str]:
@@ -394,11 +440,12 @@ def discrepancies(spark: SparkSession, cfg: Config, frames: dict[str, DataFrame]
 
     products = compare(spark, cfg, PRODUCT, frames[tables.SILVER_INTERNAL_PRODUCTS], frames[tables.SILVER_STRIPE_PRODUCTS],
                        icu=icu, ready=sides(tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS), cache=cache,
-                       frames=small)
+                       frames=small, unknown=unknown)
     prices = compare(
         spark, cfg, PRICE, frames[tables.SILVER_INTERNAL_PRICES], frames[tables.SILVER_STRIPE_PRICES],
         stripe_products=frames[tables.SILVER_STRIPE_PRODUCTS], icu=icu,
         ready=sides(tables.SILVER_INTERNAL_PRICES, tables.SILVER_STRIPE_PRICES), cache=cache, frames=small,
+        unknown=unknown,
     )
     at = detected_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     both = products.unionByName(prices)
@@ -444,7 +491,9 @@ def detect(run) -> dict[str, int]:
         cache: list[DataFrame] = []
         small = records.SmallFrames()
         try:
-            out = discrepancies(spark, cfg, frames, run.run_id, ready=ready, cache=cache, small=small)
+            quarantined, n_unknown = unknown_keys(spark, cfg, commits, small)
+            out = discrepancies(spark, cfg, frames, run.run_id, ready=ready, cache=cache, small=small,
+                                unknown=quarantined)
             cond = "run_id = '" + run.run_id.replace("'", "''") + "'"
             # The counts come from the write itself (an observation), not from reading the rows back.
             obs = Observation("detect_counts")
@@ -464,5 +513,6 @@ def detect(run) -> dict[str, int]:
             counts[k] += n
             if n:
                 counts[f"{e}.{k}"] = n
+        counts.update({f"{e}.unknown_keys": n for e, n in n_unknown.items()})
         st.counts.update(counts)
     return counts

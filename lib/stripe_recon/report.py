@@ -23,7 +23,7 @@ from typing import Any
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from . import tables
+from . import tables, unknown
 from .config import Config
 from .console import describe
 from .detect import KINDS
@@ -32,6 +32,9 @@ from .errors import InputError
 SAMPLES_PER_KIND = 5
 #: Corrections listed as "object: before -> after" rows (all of them are in gold.corrections).
 PLAN_ROWS = 50
+#: Unknown (quarantined) keys listed; the count covers all of them (gold.quarantine holds the records).
+UNKNOWN_ROWS = 200
+UNKNOWN_COLS = ["entity", "side", "key", "stripe_id", "reasons", "records"]
 #: Runs shown in the "discrepancies per kind over the last runs" chart.
 HISTORY_RUNS = 10
 DETAIL_COLS = ["entity", "key", "stripe_id", "kind", "attribute", "internal_value", "stripe_value", "owner", "action"]
@@ -158,6 +161,7 @@ def collect_report(spark: SparkSession, cfg: Config, run_id: str = "latest", det
             "data_docs": docs if _exists(spark, docs) else None,
         },
         "samples": samples,
+        "unknown": _unknown(spark, cfg, stages),
         "plan": _plan(spark, cfg, run_id),
         "history": history,
         "previous_run": {"run_id": previous,
@@ -168,6 +172,22 @@ def collect_report(spark: SparkSession, cfg: Config, run_id: str = "latest", det
             r.asDict() for r in disc.orderBy("entity", "kind", "key", "attribute", "stripe_id").select(*DETAIL_COLS).toLocalIterator()
         ]
     return report
+
+
+def _unknown(spark: SparkSession, cfg: Config, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The keys detect treated as unknown (quarantined by the runs that produced the silver versions
+    it read, unknown.py): found again from those versions' commit metadata; the first
+    :data:`UNKNOWN_ROWS` listed with their reasons (a bounded collect), all of them counted."""
+    detects = [s for s in stages if s["stage"] == "detect"]
+    read = detects[-1]["versions_read"] if detects else {}
+    commits = {name: tables.commit_at(spark, cfg, name, v) for name, v in read.items() if name.startswith("silver.")}
+    found = unknown.quarantined_keys(spark, cfg, commits)
+    if found is None:
+        return {"total": 0, "rows": []}
+    keys = unknown.by_key(found)
+    total = keys.count()  # an aggregate
+    listed = keys.orderBy("entity", "side", "key", "stripe_id").limit(UNKNOWN_ROWS).select(*UNKNOWN_COLS).collect() if total else []
+    return {"total": total, "rows": [{**r.asDict(), "reasons": list(r["reasons"] or [])} for r in listed]}
 
 
 def _history(spark: SparkSession, cfg: Config, run_id: str) -> list[dict[str, Any]]:
@@ -467,6 +487,7 @@ def to_html(rep: dict[str, Any], path: str | None = None) -> str:
                               _change_cell(r["changes"])] for r in plan["rows"]], raw={0, 1, 2, 3}))
     else:
         parts.append("<p class=muted>no corrections planned for this run</p>")
+    parts.append(_unknown_html(rep.get("unknown") or {"total": 0, "rows": []}))
     parts.append("<h2>Samples per kind</h2>")
     for kind, rows in rep["samples"].items():
         parts.append(f"<h3>{html.escape(kind)}</h3>")
@@ -495,6 +516,21 @@ def to_html(rep: dict[str, Any], path: str | None = None) -> str:
         parts.append(_table(DETAIL_COLS, [[r[c] for c in DETAIL_COLS] for r in rep["discrepancies"]]))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _unknown_html(unk: dict[str, Any]) -> str:
+    """The unknown keys: quarantined, so neither compared nor corrected (on either side) this run."""
+    head = ("<h2 id=unknown-keys>Unknown keys: quarantined, not compared</h2>"
+            "<p class=muted>A key rejected at landing is not treated as absent: no discrepancy and no "
+            "correction for it on either side (nor for a price whose product is rejected) until its input "
+            "is fixed. The records are in gold.quarantine.</p>")
+    if not unk["total"]:
+        return head + "<p class=muted>none</p>"
+    shown = len(unk["rows"])
+    more = f"<p>the first {shown} of {_n(unk['total'])}</p>" if unk["total"] > shown else ""
+    return head + more + _table(["entity", "side", "key", "stripe_id", "reasons", "records"],
+                                [[r["entity"], r["side"], r["key"], r["stripe_id"], ", ".join(r["reasons"]),
+                                  r["records"]] for r in unk["rows"]], numeric={5})
 
 
 def report_path_from(rep: dict[str, Any]) -> str:

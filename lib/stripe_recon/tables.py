@@ -337,6 +337,22 @@ def last_commit(spark: SparkSession, cfg: Config, name: str) -> tuple[int | None
     return int(row[0]), meta if isinstance(meta, dict) else {}
 
 
+def commit_at(spark: SparkSession, cfg: Config, name: str, version: int) -> dict:
+    """The JSON object a stripe-recon writer attached to ``version`` of ``name`` ({} when the table,
+    the version or its history entry is gone)."""
+    from delta.tables import DeltaTable
+
+    if not exists(spark, cfg, name):
+        return {}
+    row = (DeltaTable.forPath(spark, table_path(cfg, name)).history()
+           .where(f"version = {int(version)}").select("userMetadata").first())
+    try:
+        meta = json.loads(row[0]) if row and row[0] else {}
+    except ValueError:
+        meta = {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def version(spark: SparkSession, cfg: Config, name: str) -> int | None:
     """The table's current Delta version (recorded in the runs ledger as 'versions read')."""
     return last_commit(spark, cfg, name)[0]

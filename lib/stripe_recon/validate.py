@@ -56,6 +56,7 @@ from pyspark.sql import functions as F
 from . import gx_suites, quarantine, tables
 from .errors import HeldError
 from .quarantine import REASONS
+from .unknown import QUARANTINE_RUNS
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,7 @@ def _finish_table(run, gx: GxRunner, first: FirstPass, extra_params: dict[str, A
     t0 = time.monotonic()
     valid = df
     cached = None
+    commit = first.commit
     try:
         if res.quarantined and first.landed_by:
             # Land already quarantined these records (stage validate) in the landing that wrote silver.
@@ -310,6 +312,8 @@ def _finish_table(run, gx: GxRunner, first: FirstPass, extra_params: dict[str, A
                 meta.get("key"), source_file_col=source_file,
             )
             quarantine.append_quarantine(run, rows)
+            # The rewritten table names this run: detect treats its rejected keys as unknown (unknown.py).
+            commit = {**commit, QUARANTINE_RUNS: [*(commit.get(QUARANTINE_RUNS) or []), run.run_id]}
             if meta.get("row_failures") == "hold":
                 counts = ", ".join(f"{k}: {v}" for k, v in res.reasons.items())
                 res.held_because.append(f"{res.quarantined} rows broke row rules ({counts}); this suite holds on them")
@@ -329,7 +333,7 @@ def _finish_table(run, gx: GxRunner, first: FirstPass, extra_params: dict[str, A
         if not res.held and res.quarantined and replace_silver:
             # Only rows are removed: whatever the landing commit vouched for (detect's stored
             # fingerprints) still holds for the rows kept, so its metadata goes with the rewrite.
-            tables.overwrite(run.spark, cfg, table, valid, first.commit)
+            tables.overwrite(run.spark, cfg, table, valid, commit)
         res.seconds = {"rules": first.seconds + t1 - t0, "gx": t2 - t1, "write": time.monotonic() - t2}
     finally:
         if cached is not None:

@@ -39,9 +39,11 @@ def sprice(id, lookup_key, product, currency="usd", unit_amount=1999, interval=N
             False, created, is_deleted, *LINEAGE)
 
 
-def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s=(), fingerprints=False):
+def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s=(), fingerprints=False,
+                 landing=None):
     """Write the four silver tables with tables.overwrite (empty when not given); with
-    ``fingerprints`` they also get the derived columns land stores (silver.derive), as land writes them."""
+    ``fingerprints`` they also get the derived columns land stores (silver.derive), as land writes them;
+    with ``landing`` (``{"internal": run_id, "stripe": run_id}``) each commit names its landing run."""
     for name, schema, rows in [
         (tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRODUCTS_SCHEMA, products_i),
         (tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS_SCHEMA, products_s),
@@ -55,4 +57,12 @@ def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s
                 products = tables.read(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
                 version = tables.version(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
             df, metadata = silver.derive(spark, cfg, name, df, products=products, products_version=version)
+        if landing and landing.get(silver.SIDES[name][1]):
+            metadata = {**(metadata or {}), "landing": {"run_id": landing[silver.SIDES[name][1]]}}
         tables.overwrite(spark, cfg, name, df, metadata)
+
+
+def write_quarantine(spark, cfg, rows):
+    """Append gold.quarantine rows given as (run_id, stage, source, entity, key, reasons, record)."""
+    full = [(*r, None, T0) for r in rows]
+    tables.append(spark, cfg, tables.GOLD_QUARANTINE, spark.createDataFrame(full, tables.QUARANTINE_SCHEMA))

@@ -44,6 +44,9 @@ def test_duration(seconds, text):
     ("detect", {"discrepancies": 158, "missing_in_stripe": 38, "field_mismatch": 120, "duplicate_in_stripe": 0,
                 "product.field_mismatch": 100}, "ok", "",
      "detect            158 discrepancies (38 missing_in_stripe, 120 field_mismatch)  12.3s"),
+    ("detect", {"discrepancies": 1, "missing_in_internal": 1, "product.unknown_keys": 2, "price.unknown_keys": 1},
+     "ok", "", "detect            1 discrepancies (1 missing_in_internal); 3 quarantined keys left unknown "
+     "(not compared)  12.3s"),
     ("plan", {"corrections": 12, "create_product": 2, "update_product": 10, "archive_price": 0}, "held", "plan x held",
      "plan              HELD: 12 corrections planned (2 create_product, 10 update_product)  12.3s"),
     ("push", {"total": 118, "applied": 117, "failed": 1, "stale": 0, "skipped": 0, "requests": 300}, "ok", "",

@@ -12,7 +12,7 @@ from stripe_recon.detect import detect
 from stripe_recon.ledger import Run
 from stripe_recon.silver import stored_ready as fingerprint_ready
 
-from .silver_rows import T0, iprice, iprod, sprice, sprod, write_silver
+from .silver_rows import T0, iprice, iprod, sprice, sprod, write_quarantine, write_silver
 
 COLS = ["entity", "key", "stripe_id", "kind", "attribute", "internal_value", "stripe_value", "owner", "action"]
 H = dt.timedelta(hours=1)
@@ -270,3 +270,62 @@ def test_stored_fingerprints_are_trusted_only_under_the_same_config(spark, make_
     changed.write.format("delta").mode("append").save(tables.table_path(cfg, tables.SILVER_INTERNAL_PRODUCTS))
     df = tables.read(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS)
     assert not fingerprint_ready(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, df)
+
+
+def _quarantined_catalog(spark, cfg, stored, landing):
+    """Silver as land leaves it after rejecting some records, and the rejects in gold.quarantine."""
+    write_silver(
+        spark, cfg,
+        [iprod("P1"), iprod("P_S"), iprod("PM")],
+        [sprod("prod_1", "P1"), sprod("prod_dup", "P_DUP"), sprod("prod_x", "PX")],
+        [iprice("PR1", "P1"), iprice("PRD1", "P_DUP", unit_amount=500), iprice("PRS", "P1", unit_amount=700),
+         iprice("PRM", "PM")],
+        [sprice("price_1", "PR1", "prod_1"), sprice("price_d1", "PRD1", "prod_dup"),
+         sprice("price_q", "PRQ", "prod_1"), sprice("price_m", "PRM", "prod_m")],
+        fingerprints=stored, landing=landing)
+    i, s = landing["internal"], landing["stripe"]
+    write_quarantine(spark, cfg, [
+        # internal: a duplicated product key (both records) and a price with an unknown currency
+        (i, "land", "internal", "product", "P_DUP", ["duplicate_key"], '{"product_id": "P_DUP"}'),
+        (i, "land", "internal", "product", "P_DUP", ["duplicate_key"], '{"product_id": "P_DUP", "name": "2"}'),
+        (i, "land", "internal", "price", "PRQ", ["unknown_currency"], '{"price_id": "PRQ"}'),
+        # Stripe: a product and a price whose records map to P_S / PRS, and a product whose key
+        # cannot be read (its metadata is not an object): only its id prod_m is known
+        (s, "land", "stripe", "product", "prod_s", ["wrong_type:active"],
+         '{"id": "prod_s", "object": "product", "active": "yes", "metadata": {"internal_id": "P_S"}}'),
+        (s, "validate", "stripe", "price", "price_s", ["name_too_long"],
+         '{"id": "price_s", "object": "price", "lookup_key": "PRS", "product": "prod_1"}'),
+        (s, "land", "stripe", "product", "prod_m", ["wrong_type:metadata"],
+         '{"id": "prod_m", "object": "product", "metadata": [1]}'),
+        # another run's rejects (not the landings read) and an unrecognised line change nothing
+        ("OTHER", "land", "internal", "product", "PM", ["duplicate_key"], "{}"),
+        (s, "land", "stripe", "unknown", None, ["malformed_json"], "{oops"),
+    ])
+
+
+@STORED
+def test_quarantined_keys_are_unknown_not_absent(spark, make_cfg, stored):
+    """Without the quarantine: P_DUP and PRQ are missing_in_internal (archive), P_S and PRS
+    missing_in_stripe (create), PRD1 a field mismatch and PRM a price_product_mismatch."""
+    cfg = make_cfg("detect.missing_in_internal_action=archive")
+    _quarantined_catalog(spark, cfg, stored, {"internal": "L_INT", "stripe": "L_STR"})
+    run = Run.new(spark, cfg)
+    counts = detect(run)
+    assert _rows(spark, cfg, run.run_id) == sorted([
+        ("product", "PM", None, "missing_in_stripe", None, None, None, "internal", "create"),
+        ("product", "PX", "prod_x", "missing_in_internal", None, None, None, None, "archive"),
+    ], key=repr)
+    # P_DUP, prod_s (P_S), prod_m; PRQ, price_s (PRS)
+    assert (counts["product.unknown_keys"], counts["price.unknown_keys"]) == (3, 2)
+
+
+def test_quarantine_of_other_runs_is_ignored(spark, make_cfg):
+    """Silver not written by a landing (no run named in its commits): the rejects count for nothing."""
+    cfg = make_cfg("detect.missing_in_internal_action=archive")
+    _quarantined_catalog(spark, cfg, False, {"internal": "L_INT", "stripe": "L_STR"})
+    write_silver(spark, cfg, [iprod("P1")], [sprod("prod_1", "P1"), sprod("prod_dup", "P_DUP")])
+    run = Run.new(spark, cfg)
+    counts = detect(run)
+    assert _rows(spark, cfg, run.run_id) == [
+        ("product", "P_DUP", "prod_dup", "missing_in_internal", None, None, None, None, "archive")]
+    assert "product.unknown_keys" not in counts

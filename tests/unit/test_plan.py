@@ -209,3 +209,24 @@ def test_plan_held_by_guard(spark, cfg, frames):
     assert statuses == {"held"}
     ledger = tables.read(spark, cfg, tables.GOLD_RUNS).filter("stage = 'plan'").collect()
     assert [r.status for r in ledger] == ["held"]
+
+
+def test_quarantined_keys_get_no_correction(spark, make_cfg):
+    """detect then plan over silver whose landings rejected P_DUP, PRQ (internal) and prod_s, price_s,
+    prod_m (Stripe; see test_detect._quarantined_catalog): only PM (create) and PX (archive) are
+    planned. Before: also archive P_DUP and PRQ, create P_S and PRS, replace PRD1 and PRM."""
+    from stripe_recon.detect import detect
+
+    from .test_detect import _quarantined_catalog
+
+    cfg = make_cfg("detect.missing_in_internal_action=archive", "guard.max_change_ratio=1", "guard.max_archive_ratio=1")
+    _quarantined_catalog(spark, cfg, False, {"internal": "L_INT", "stripe": "L_STR"})
+    detect(Run.new(spark, cfg, "R1"))
+    summary = plan(Run.new(spark, cfg, "R2"))
+    assert summary["status"] == "planned"
+    corr = tables.read(spark, cfg, tables.GOLD_CORRECTIONS)
+    assert sorted((r.entity, r.key, r.stripe_id, r.operation, r.payload) for r in corr.collect()) == [
+        ("product", "PM", _det("PM"), "create_product",
+         json.dumps({"id": _det("PM"), "metadata": {"internal_id": "PM"}, "name": "Widget"}, separators=(",", ":"))),
+        ("product", "PX", "prod_x", "archive_product", '{"active":false}'),
+    ]

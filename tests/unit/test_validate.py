@@ -20,6 +20,7 @@ from stripe_recon import tables
 from stripe_recon.errors import HeldError
 from stripe_recon.ledger import Run
 from stripe_recon.stripe_limits import LIMITS
+from stripe_recon.unknown import QUARANTINE_RUNS, quarantined_keys
 from stripe_recon.validate import INPUT_SUITES, validate_inputs
 
 TS = dt.datetime(2026, 1, 1, 12, 0, 0)
@@ -153,6 +154,12 @@ def test_negative_amount_and_padded_currency_are_quarantined_rest_validates(spar
     assert '"currency":"usd "' in q["record"] and q["source_file"] == "file:///in.parquet"
     row = ledger(spark, cfg, run.run_id)
     assert (row["counts"]["internal_prices.rows_in"], row["counts"]["internal_prices.quarantined"]) == (4, 2)
+    # the rewritten table names this run, so detect treats PR2 and PR3 as unknown, not absent
+    meta = tables.commit_metadata(spark, cfg, tables.SILVER_INTERNAL_PRICES)
+    assert meta[QUARANTINE_RUNS] == [run.run_id]
+    got = quarantined_keys(spark, cfg, {tables.SILVER_INTERNAL_PRICES: meta})
+    assert sorted((r.entity, r.side, r.key, list(r.reasons)) for r in got.collect()) == [
+        ("price", "internal", "PR2", ["negative_amount"]), ("price", "internal", "PR3", ["unknown_currency"])]
 
 
 PRICE_CASES = [
