@@ -239,8 +239,8 @@ def _read_csv(run: Run, path: str) -> DataFrame:
     file is then read by one task (Spark cannot split it), which costs little (bench/README.md). A
     UTF-8 byte-order mark and CRLF line ends are read as such. A record with more or fewer fields
     than the header (an unterminated quote swallows what follows it into one such record) keeps its
-    text in ``_corrupt_record`` and is quarantined as ``malformed_row`` with its place in the file
-    (:func:`malformed_places`) instead of being cut or padded.
+    text in ``_corrupt_record`` and is quarantined as ``malformed_row`` instead of being cut or padded
+    (its line number is not yet given: Spark's reader has none, see docs/internals.md).
     """
     header = run.spark.read.options(**CSV_OPTIONS).csv(path).columns
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header]
