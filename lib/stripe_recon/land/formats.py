@@ -24,7 +24,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from ..errors import InputError
 
@@ -184,6 +186,59 @@ NOT_THIS_FORMAT = ("not a Parquet file", "Could not read footer", "magic number"
                    "UNABLE_TO_INFER_SCHEMA", "Unable to infer schema")
 
 
+#: Spark reads a Parquet TIMESTAMP(NANOS) column (pandas' and pyarrow's default) only as its long count of
+#: nanoseconds, under this flag; without it the read fails (PARQUET_TYPE_ILLEGAL). Set on the session.
+NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
+
+
+def read_parquet(spark: SparkSession, path: str) -> DataFrame:
+    """Parquet with its timestamps as timestamps in any unit: milli-, micro-seconds and INT96 Spark reads
+    itself (with a time zone -> ``timestamp``, without -> ``timestamp_ntz``); nanoseconds arrive as longs
+    (:data:`NANOS_AS_LONG`) and are turned back into timestamps of the same kind, truncated to the
+    microsecond (Spark's precision). Which long columns were nanosecond timestamps is read from the
+    footer of one data file (metadata only)."""
+    spark.conf.set(NANOS_AS_LONG, "true")
+    df = spark.read.parquet(path)
+    longs = [f.name for f in df.schema.fields if isinstance(f.dataType, T.LongType)]
+    if not longs:
+        return df
+    nanos = {name: utc for name, utc in _nanos_columns(spark, df).items() if name in longs}
+    if not nanos:
+        return df
+    return df.withColumns({name: _from_nanos(name, utc) for name, utc in nanos.items()})
+
+
+def _from_nanos(name: str, adjusted_to_utc: bool) -> Column:
+    """Nanoseconds since the epoch -> timestamp (``adjusted_to_utc``) or timestamp_ntz, floored to the
+    microsecond."""
+    col = f"`{name}`"
+    micros = f"(({col} - pmod({col}, 1000)) div 1000)"
+    if adjusted_to_utc:
+        return F.expr(f"timestamp_micros({micros})").alias(name)
+    return F.expr(f"timestampadd(MICROSECOND, {micros}, TIMESTAMP_NTZ'1970-01-01 00:00:00')").alias(name)
+
+
+def _nanos_columns(spark: SparkSession, df: DataFrame) -> dict[str, bool]:
+    """Top-level TIMESTAMP(NANOS) columns of the frame's first data file -> isAdjustedToUTC."""
+    jvm = getattr(spark, "_jvm", None)
+    files = df.inputFiles()
+    if jvm is None or not files:
+        return {}
+    conf = spark._jsc.hadoopConfiguration()
+    reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
+        jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(jvm.org.apache.hadoop.fs.Path(sorted(files)[0]), conf))
+    try:
+        fields = reader.getFooter().getFileMetaData().getSchema().getFields()
+    finally:
+        reader.close()
+    found = {}
+    for field in fields:
+        logical = str(field.getLogicalTypeAnnotation()) if field.isPrimitive() else ""
+        if logical.startswith("TIMESTAMP(NANOS"):
+            found[str(field.getName())] = logical.endswith("true)")
+    return found
+
+
 def read(spark: SparkSession, path: str, fmt: str, what: str, csv: Callable[[], DataFrame] | None = None) -> DataFrame:
     """Read ``path`` as ``fmt`` (``csv`` uses the caller's reader); raise one InputError line when the
     path does not parse as that format.
@@ -193,7 +248,7 @@ def read(spark: SparkSession, path: str, fmt: str, what: str, csv: Callable[[], 
     that are not JSON, CSV per ``csv``.
     """
     readers: dict[str, Callable[[], DataFrame]] = {
-        "parquet": lambda: spark.read.parquet(path),
+        "parquet": lambda: read_parquet(spark, path),
         "json": lambda: spark.read.options(primitivesAsString="true", columnNameOfCorruptRecord=CORRUPT).json(path),
         "delta": lambda: spark.read.format("delta").load(path),
     }

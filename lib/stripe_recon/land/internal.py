@@ -68,6 +68,8 @@ SPECS = {"products": PRODUCTS, "prices": PRICES}
 BRONZE = {"products": tables.BRONZE_INTERNAL_PRODUCTS, "prices": tables.BRONZE_INTERNAL_PRICES}
 CANONICALISE = {"products": canonical.internal_products, "prices": canonical.internal_prices}
 CORRUPT = "_corrupt_record"
+#: Spark's CSV reader options for RFC 4180 (docs/internals.md, "CSV").
+CSV_OPTIONS = {"header": "true", "multiLine": "true", "quote": '"', "escape": '"'}
 _COLUMNS = {"product": canonical.INTERNAL_PRODUCT_COLUMNS, "price": canonical.INTERNAL_PRICE_COLUMNS}
 
 
@@ -230,16 +232,20 @@ def _read(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, str]:
 
 
 def _read_csv(run: Run, path: str) -> DataFrame:
-    """CSV with a header, every column a string (types are checked per row later), RFC 4180 quoting.
+    """CSV per RFC 4180 with a header, every column a string (types are checked per row later).
 
-    The header names the columns; a line with more or fewer fields than the header keeps its text
-    in ``_corrupt_record`` and is quarantined as ``malformed_row`` instead of being cut or padded.
+    ``multiLine``: a quoted value may hold commas, doubled quotes and line breaks (a line break inside
+    a quoted value arrives as ``\\n``, CRLF included), so a record is a row, not a physical line; a
+    file is then read by one task (Spark cannot split it; its cost against the line reader is not yet
+    measured). A UTF-8 byte-order mark and CRLF line ends are read as such. A record with more or fewer fields
+    than the header (an unterminated quote swallows what follows it into one such record) keeps its
+    text in ``_corrupt_record`` and is quarantined as ``malformed_row`` instead of being cut or padded
+    (its line number is not yet given: Spark's reader has none, see docs/internals.md).
     """
-    opts = {"header": "true", "escape": '"'}
-    header = run.spark.read.options(**opts).csv(path).columns
+    header = run.spark.read.options(**CSV_OPTIONS).csv(path).columns
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header]
                           + [T.StructField(CORRUPT, T.StringType())])
-    return run.spark.read.options(**opts, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).schema(schema).csv(path)
+    return run.spark.read.options(**CSV_OPTIONS, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).schema(schema).csv(path)
 
 
 def _read_jdbc(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, str]:
