@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--jdbc-url", help="JDBC URL; implies --format jdbc")
     li.add_argument("--jdbc-user")
     li.add_argument("--allow-empty", action="store_true", help="accept an empty internal input")
+    cdc = li.add_mutually_exclusive_group()
+    cdc.add_argument("--cdc", metavar="PATH", help="apply Debezium change events from JSON-lines files "
+                                                   "(sources.internal.cdc.path) instead of a snapshot")
+    cdc.add_argument("--kafka", metavar="SERVERS", help="apply Debezium change events from Kafka "
+                                                       "(sources.internal.cdc.kafka.servers); needs --topic")
+    li.add_argument("--topic", help="Kafka topic(s) of the change events (sources.internal.cdc.kafka.topic)")
     li.set_defaults(func=cmd_land_internal, writes="land internal")
     ls = land_sub.add_parser("stripe", help="land the Stripe side from export files or the API")
     _common(ls)
@@ -231,7 +237,27 @@ def _internal_sets(args: argparse.Namespace) -> list[str]:
         sets.append(f"sources.internal.prices={args.prices}")
     if args.allow_empty:
         sets.append("sources.internal.allow_empty=true")
+    if getattr(args, "cdc", None):
+        sets.append(f"sources.internal.cdc.path={args.cdc}")
+    if getattr(args, "kafka", None):
+        sets += [f"sources.internal.cdc.kafka.servers={args.kafka}", "sources.internal.cdc.path=null"]
+    if getattr(args, "topic", None):
+        sets.append(f"sources.internal.cdc.kafka.topic={args.topic}")
+    if (getattr(args, "kafka", None) or getattr(args, "topic", None)) and not (args.kafka and args.topic):
+        from .errors import InputError
+
+        raise InputError("--kafka SERVERS and --topic T go together")
     return sets
+
+
+def _cdc_input(args: argparse.Namespace, cfg: Config) -> bool:
+    """Change events rather than a snapshot: --cdc / --kafka, or a configured CDC input and no
+    snapshot paths (nor JDBC)."""
+    if getattr(args, "cdc", None) or getattr(args, "kafka", None) or getattr(args, "topic", None):
+        return True
+    src = cfg.sources.internal
+    snapshot = src.products or src.prices or src.format == "jdbc"
+    return not snapshot and bool(src.cdc.path or src.cdc.kafka.servers)
 
 
 def cmd_land_internal(args: argparse.Namespace, cfg: Config) -> int:
@@ -240,6 +266,13 @@ def cmd_land_internal(args: argparse.Namespace, cfg: Config) -> int:
 
     cfg = cfg.with_overrides(*_internal_sets(args))
     preflight.storage_root(cfg)
+    if _cdc_input(args, cfg):
+        from .land.internal_cdc import land_internal_cdc
+
+        run = _run(args, cfg)
+        result = land_internal_cdc(run)
+        _result(args, {"run_id": run.run_id, **result})
+        return 0
     preflight.internal_inputs(cfg)
     run = _run(args, cfg)
     result = land_internal(run)

@@ -39,6 +39,7 @@ GOLD_RUNS = "gold.runs"
 # Coordination between processes sharing one storage root (lease.py, claims.py); not catalog data.
 CONTROL_LEASE = "control.lease"
 CONTROL_PUSH_CLAIMS = "control.push_claims"
+CONTROL_CDC_POSITIONS = "control.cdc_positions"
 
 # Lineage columns carried by bronze and silver rows.
 LINEAGE = [
@@ -279,6 +280,18 @@ LEASE_SCHEMA = T.StructType(
     ]
 )
 
+# control.cdc_positions: per internal key, the source position (Debezium source.lsn, ts_ms) of the
+# newest change event applied to silver (land/internal_cdc.py); an event at or before it changes nothing.
+CDC_POSITIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("entity", T.StringType(), False),  # product | price
+        T.StructField("key", T.StringType(), False),
+        T.StructField("lsn", T.LongType()),
+        T.StructField("ts_ms", T.LongType()),
+        T.StructField("run_id", T.StringType()),  # the run that applied it
+    ]
+)
+
 # control.push_claims: one row per correction a push is sending (claims.py); deleted when it ends.
 PUSH_CLAIMS_SCHEMA = T.StructType(
     [
@@ -424,24 +437,24 @@ def delete_where(spark: SparkSession, cfg: Config, name: str, condition: str) ->
 
 
 def merge_snapshot(spark: SparkSession, cfg: Config, name: str, source: DataFrame, key: str, hash_col: str,
-                   metadata: dict | None = None) -> None:
+                   metadata: dict | None = None, delete_missing: bool = True) -> None:
     """Make the table equal ``source`` (unique on ``key``) writing only what changed: rows whose
-    ``hash_col`` differs are updated, new keys inserted, keys absent from ``source`` deleted. With
-    deletion vectors on, unchanged rows are neither rewritten nor fed to the Change Data Feed."""
+    ``hash_col`` differs are updated, new keys inserted, keys absent from ``source`` deleted (unless
+    ``delete_missing=False``: a set of changes). With deletion vectors on, unchanged rows are neither
+    rewritten nor fed to the Change Data Feed."""
     from delta.tables import DeltaTable
 
     conf_key = "spark.databricks.delta.commitInfo.userMetadata"
     if metadata:
         spark.conf.set(conf_key, json.dumps(metadata, sort_keys=True))
     try:
-        (
+        builder = (
             DeltaTable.forPath(spark, table_path(cfg, name)).alias("t")
             .merge(source.alias("s"), f"t.`{key}` = s.`{key}`")
             .whenMatchedUpdateAll(condition=f"NOT (t.`{hash_col}` <=> s.`{hash_col}`)")
             .whenNotMatchedInsertAll()
-            .whenNotMatchedBySourceDelete()
-            .execute()
         )
+        (builder.whenNotMatchedBySourceDelete() if delete_missing else builder).execute()
     finally:
         if metadata:
             spark.conf.unset(conf_key)

@@ -290,12 +290,13 @@ def mark_latest_versions(flagged: DataFrame, broadcast_max: int, frames: records
 
 def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[str], frames: records.SmallFrames,
             *, metadata: dict[str, Any], products: DataFrame | None = None, products_version: int | None = None,
-            ) -> Published:
+            changes_only: bool = False) -> Published:
     """Silver for one entity from its flagged records (pass B); returns the counts and the rejected rows.
 
     ``flagged``: the typed silver columns, ``_reasons`` (land's row rules), ``_suite_reasons``,
     ``_record``, ``_rh``, lineage (Stripe: also ``_row``, ``is_deleted``, ``raw``...). ``metadata``: the
-    landing record (spec, run, input manifest) stored with the silver commit."""
+    landing record (spec, run, input manifest) stored with the silver commit. ``changes_only``: the
+    records are changes (CDC), not a snapshot: silver keys they do not name are kept."""
     cfg = run.cfg
     bmax = cfg.detect.broadcast_max_rows
     if spec.side == "internal":
@@ -312,7 +313,7 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
     derived, derived_meta = silver.derive(run.spark, cfg, spec.silver, rows, products=products,
                                           products_version=products_version, frames=frames)
     meta = {**derived_meta, "unique": [spec.key], "landing": {**metadata, "rules_spec": rules_spec(run, spec)}}
-    version = write_snapshot(run, spec.silver, derived, meta)
+    version = write_snapshot(run, spec.silver, derived, meta, delete_missing=not changes_only)
     observed_row = obs.get
     if not observed_row:
         # Spark 3.5 (Glue 5.0) can hand back an empty observation (seen on Stripe prices, whose write
@@ -345,8 +346,9 @@ def _quarantine_rows(run: Run, spec: EntitySpec, bad: DataFrame) -> DataFrame:
     )
 
 
-def write_snapshot(run: Run, name: str, df: DataFrame, metadata: dict[str, Any]) -> int:
-    """Make silver ``name`` hold exactly ``df``; returns the version written.
+def write_snapshot(run: Run, name: str, df: DataFrame, metadata: dict[str, Any], delete_missing: bool = True) -> int:
+    """Make silver ``name`` hold exactly ``df``; returns the version written. ``delete_missing=False``
+    (changes, not a snapshot): keys absent from ``df`` stay as they are.
 
     No silver yet (or one without land's row hash): an overwrite. Else the snapshot goes to a scratch
     table first and is MERGEd on the key: rows whose ``_hash`` changed are updated, new keys
@@ -356,6 +358,10 @@ def write_snapshot(run: Run, name: str, df: DataFrame, metadata: dict[str, Any])
     entity, side = silver.SIDES[name]
     key = silver.KEYS[side][entity]
     target = tables.read(spark, cfg, name) if tables.exists(spark, cfg, name) else None
+    if target is not None and not delete_missing and (silver.ROW_HASH not in target.columns
+                                                      or target.columns != df.columns):
+        raise InputError(f"{name} was written by an older version of this job (columns {target.columns}); "
+                         "land a full snapshot once before applying changes to it")
     if target is None or silver.ROW_HASH not in target.columns or target.columns != df.columns:
         tables.overwrite(spark, cfg, name, df, metadata)
         return tables.version(spark, cfg, name)
@@ -363,7 +369,7 @@ def write_snapshot(run: Run, name: str, df: DataFrame, metadata: dict[str, Any])
     df.write.format("delta").mode("overwrite").option("delta.dataSkippingNumIndexedCols", "1").save(scratch)
     try:
         source = spark.read.format("delta").load(scratch)
-        tables.merge_snapshot(spark, cfg, name, source, key, silver.ROW_HASH, metadata)
+        tables.merge_snapshot(spark, cfg, name, source, key, silver.ROW_HASH, metadata, delete_missing=delete_missing)
     finally:
         tables.remove_path(spark, scratch)
     return tables.version(spark, cfg, name)
