@@ -67,7 +67,10 @@ def test_malformed_csv_records_are_quarantined_and_counted_as_records(spark, mak
     run, out = land(spark, make_cfg, f"sources.internal.products={products}", f"sources.internal.prices={_prices(tmp_path)}")
     # p3's open quote runs to the end of the file: p3 and p4 are one record, with too few fields
     assert out["products"] == {"rows_in": 3, "landed": 1, "quarantined": 2, "silver_rows": 1, "suite_quarantined": 0}
-    assert [(e, k) for e, k, _ in quarantined(run) if e == "product"] == [("product", "p2"), ("product", "p3")]
+    # the line each record starts on: p1 spans lines 2-3, so p2 is on line 4 and p3 on line 5
+    assert [r for r in quarantined(run) if r[0] == "product"] == [("product", "p2", ["malformed_row: line 4",
+                                                                                      "wrong_type:active"]),
+                                                                   ("product", "p3", ["malformed_row: line 5"])]
 
 
 def test_cli_lands_a_csv_with_a_quoted_line_break(capsys, spark, tmp_path):

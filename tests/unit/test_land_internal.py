@@ -324,8 +324,8 @@ def test_csv_lines_with_too_many_or_too_few_fields_are_quarantined_not_cut(spark
     )
     run, out = land(spark, make_cfg, *csv_overrides(products, str(prices)))
     assert quarantined(run) == [
-        ("price", "long", ["malformed_row"]),
-        ("price", "short", ["malformed_row", "missing_amount", "unknown_currency"]),
+        ("price", "long", ["malformed_row: line 3"]),
+        ("price", "short", ["malformed_row: line 4", "missing_amount", "unknown_currency"]),
     ]
     records = tables.read(spark, run.cfg, tables.GOLD_QUARANTINE).where("key = 'long'").first().record
     assert records == "long,p1,usd,1.00,,,,,,EXTRA"  # the line as it arrived

@@ -30,7 +30,7 @@ from .. import canonical, records, silver, tables
 from ..config import InternalSource
 from ..errors import ConfigError, InputError
 from ..ledger import Run
-from . import formats
+from . import csv_lines, formats
 from .common import (
     EntitySpec,
     hash_sums,
@@ -135,7 +135,8 @@ def land_internal(run: Run) -> dict[str, Any]:
                 pub = publish(run, spec, source, [r.name for r in suite_rules(run, spec)], frames, metadata=landing)
                 result[plural] = pub.counts
                 if pub.rejected is not None:
-                    rejected.append(pub.rejected)
+                    malformed = pub.details["land_failed"].get(csv_lines.REASON)
+                    rejected.append(csv_lines.with_line_numbers(run.spark, pub.rejected) if malformed else pub.rejected)
                 manifest_rows.append(manifest_row(run, "internal", plural, files[plural], manifests[plural],
                                                   bronze_rows[plural], pub.counts, pub.details))
         finally:
@@ -240,7 +241,7 @@ def _read_csv(run: Run, path: str) -> DataFrame:
     measured). A UTF-8 byte-order mark and CRLF line ends are read as such. A record with more or fewer fields
     than the header (an unterminated quote swallows what follows it into one such record) keeps its
     text in ``_corrupt_record`` and is quarantined as ``malformed_row`` instead of being cut or padded
-    (its line number is not yet given: Spark's reader has none, see docs/internals.md).
+    (land/csv_lines.py then adds the line the record starts on to its reason).
     """
     header = run.spark.read.options(**CSV_OPTIONS).csv(path).columns
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header]
