@@ -73,6 +73,17 @@ def test_malformed_csv_records_are_quarantined_and_counted_as_records(spark, mak
                                                                    ("product", "p3", ["malformed_row: line 5"])]
 
 
+def test_a_malformed_json_line_is_quarantined_with_its_line_number(spark, make_cfg, tmp_path):
+    products = tmp_path / "in" / "products.jsonl"
+    products.parent.mkdir(parents=True)
+    products.write_text('{"product_id": "p1", "name": "One"}\n'
+                        '{"product_id": "p2", "name": \n'
+                        '{"product_id": "p3", "name": "Three"}\n')
+    run, out = land(spark, make_cfg, f"sources.internal.products={products}", f"sources.internal.prices={_prices(tmp_path)}")
+    assert out["products"]["rows_in"] == 3 and out["products"]["quarantined"] == 1
+    assert [r[2] for r in quarantined(run) if r[0] == "product"] == [["malformed_row: line 2"]]
+
+
 def test_cli_lands_a_csv_with_a_quoted_line_break(capsys, spark, tmp_path):
     """Failed on main: the record was split into three malformed rows (rows_in 4 for 2 records)."""
     products = tmp_path / "in" / "products.csv"
