@@ -38,6 +38,8 @@ DEV = SPARK + [
     "hypothesis>=6",
     "datacompy>=1.1,<2",
     "psutil>=5",
+    "pyarrow>=14",  # tests write Parquet files as pandas / pyarrow do (ns timestamps, INT96)
+    "pandas>=2",
 ]
 
 setup(
