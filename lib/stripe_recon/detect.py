@@ -293,7 +293,8 @@ def unknown_keys(spark: SparkSession, cfg: Config, commits: dict[str, dict],
     if found is None:
         return None, {}
     found = frames.keep(found)
-    per_entity = {r["entity"]: int(r["count"]) for r in by_key(found).groupBy("entity").count().collect()}
+    counts = by_key(found).groupBy("entity").count()
+    per_entity = {r["entity"]: int(r["count"]) for r in counts.collect()}  # aggregate
     return (found, per_entity) if per_entity else (None, {})
 
 

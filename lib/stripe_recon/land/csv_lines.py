@@ -41,7 +41,8 @@ def with_line_numbers(spark: SparkSession, rejected: DataFrame) -> DataFrame:
     ``malformed_row`` reason of a CSV record extended by its line number where it can be found."""
     malformed = F.array_contains("reasons", REASON)
     # File names only (no row data), at most MAX_FILES of them: the files to search.
-    names = [r[0] for r in rejected.where(malformed).select("source_file").distinct().limit(MAX_FILES).collect()]
+    files = rejected.where(malformed).select("source_file").distinct().limit(MAX_FILES)
+    names = [r[0] for r in files.collect()]  # aggregate
     paths = [p for p in names if p and (_file_len(spark, p) or MAX_FILE_BYTES + 1) <= MAX_FILE_BYTES]
     if not paths:
         return rejected
