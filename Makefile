@@ -17,7 +17,7 @@ ARGS ?=
 export GX_ANALYTICS_ENABLED := false
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: help venv jars run test test-fast test-chaos test-compat test-cdc lint bench bench-e2e dist clean services stripe-mock
+.PHONY: help venv jars run test test-fast test-chaos test-compat test-cdc test-incremental lint bench bench-e2e bench-incremental dist clean services stripe-mock
 
 help:
 	@echo "make run          generate a catalog, start the local Stripe emulator, run the whole job"
@@ -25,6 +25,7 @@ help:
 	@echo "make test-chaos   faults, SIGKILLed pushes, concurrent writers and a replay against the emulator"
 	@echo "make test-compat  the end-to-end tests on pyspark 3.5 + delta-spark 3.3 (AWS Glue 5.0)"
 	@echo "make test-cdc     the real CDC stack (PostgreSQL -> Debezium -> Kafka) and the tests marked cdc"
+	@echo "make test-incremental  detect --incremental vs a full detect over chained random change sets"
 	@echo "make lint | bench | dist | clean"
 
 $(STAMP): setup.py
@@ -54,16 +55,21 @@ run: $(STAMP) jars
 	@bash scripts/make_run.sh "$(RUN_DIR)" "$(PRODUCTS)" $(ARGS)
 
 test: $(STAMP) jars $(STRIPE_MOCK) services
-	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not cdc and not chaos" $(PYTEST_ARGS)
+	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not cdc and not chaos and not incremental" $(PYTEST_ARGS)
 
 test-fast: $(STAMP) jars
-	$(BIN)/python -m pytest -q -m "not slow and not cdc and not chaos" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not cdc and not chaos and not incremental" $(PYTEST_ARGS)
 
 # Starts the stack (jars cached in .cache/cdc), runs the tests marked cdc, stops every process it started.
 test-cdc: $(STAMP) jars
 	bash scripts/cdc_services.sh start
 	RECON_CDC_REQUIRED=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m cdc $(PYTEST_ARGS); \
 	    rc=$$?; bash scripts/cdc_services.sh stop; exit $$rc
+
+# The incremental lane: chained rounds of random change sets (CDC events, a changed Stripe export),
+# each `detect --incremental` checked row for row against a full detect of the same silver.
+test-incremental: $(STAMP) jars
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m incremental $(PYTEST_ARGS)
 
 # The chaos lane (tests/chaos and the fault/SIGKILL round trips of tests/e2e/test_convergence.py, marked
 # `chaos`, left out of `make test`): real processes, the emulator with faults on, seeded SIGKILLs,
@@ -93,6 +99,10 @@ bench: $(STAMP) jars
 # The whole job (land + validate + detect + plan) against the floor and datacompy end to end (bench/README.md).
 bench-e2e: $(STAMP) jars
 	$(BIN)/python bench/e2e_bench.py
+
+# 0.1% of the keys changed by CDC events: land --cdc + detect --incremental + plan vs a full run (bench/README.md).
+bench-incremental: $(STAMP) jars
+	$(BIN)/python bench/incremental_bench.py
 
 # dist/: the wheel (conf/ inside as stripe_recon.conf), the jobs/ entry scripts, and the same wheel
 # as stripe_recon.zip for `spark-submit --py-files` (zipimport reads it; conf is read from inside).

@@ -25,6 +25,8 @@ from .errors import HeldError, ReconError
 
 log = logging.getLogger("stripe_recon")
 DEFAULT_CONFIG = os.environ.get("RECON_CONFIG", "conf/local.yaml")
+INCREMENTAL_HELP = ("compare again only the keys whose silver rows changed since the last detect "
+                    "(Change Data Feed); the rows are those of a full detect")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "detect":
             p.add_argument("--fail-on-discrepancies", action="store_true",
                            help="exit 3 when any discrepancy is found (for schedulers that alert on drift)")
+            p.add_argument("--incremental", action="store_true", help=INCREMENTAL_HELP)
         p.set_defaults(func=globals()[func], writes=name)
 
     push = sub.add_parser("push", help="apply the planned corrections to Stripe")
@@ -110,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true")
     run.add_argument("--allow-empty", action="store_true", help="accept an empty internal input or Stripe export")
     run.add_argument("--fail-on-discrepancies", action="store_true")
+    run.add_argument("--incremental", action="store_true", help=INCREMENTAL_HELP)
     run.set_defaults(func=cmd_run, writes="run")
 
     rep = sub.add_parser("report", help="print or write the run report")
@@ -321,7 +325,7 @@ def cmd_detect(args: argparse.Namespace, cfg: Config) -> int:
 
     preflight.storage_root(cfg)
     run = _run(args, cfg)
-    counts = detect(run)
+    counts = detect(run, incremental_run=args.incremental)
     _result(args, {"run_id": run.run_id, **counts})
     if args.fail_on_discrepancies and counts.get("discrepancies", 0) > 0:
         print(f"recon: {counts['discrepancies']} discrepancies found (--fail-on-discrepancies)", file=sys.stderr)
@@ -364,7 +368,8 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     run = _run(args, cfg)
     rep: dict[str, Any] = {}
     try:
-        summary = run_all(run, dry_run=args.dry_run, approve=args.approve, force=args.force, report_out=rep)
+        summary = run_all(run, dry_run=args.dry_run, approve=args.approve, force=args.force, report_out=rep,
+                          incremental=args.incremental)
     except HeldError as exc:
         _closing_table(args, rep, None, held=str(exc).split(". ")[0])
         raise

@@ -43,8 +43,8 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from . import incremental, records, silver, tables
 from . import normalise as N
-from . import records, silver, tables
 from .config import Attribute, Config
 from .errors import ConfigError
 from .unknown import by_key, quarantined_keys
@@ -331,6 +331,8 @@ def compare(
     cache: list[DataFrame] | None = None,
     frames: records.SmallFrames | None = None,
     unknown: DataFrame | None = None,
+    only: DataFrame | None = None,
+    only_broadcast: bool = True,
 ) -> DataFrame:
     """The discrepancy rows (without run_id/detected_at) of one entity. Frames in, frame out.
 
@@ -342,14 +344,22 @@ def compare(
     written) the candidate pairs of phase 1 are kept and counted once, so phase 2 can broadcast them;
     without it the frame is pure (nothing persisted) and phase 1 runs once per consumer. ``unknown``
     (:func:`unknown_keys`): the pairs of a quarantined key are left out (:func:`without_unknown`).
+    ``only`` (incremental.py, ``detect --incremental``): compare only the keys this frame names
+    (a semi join of each side, broadcast when ``only_broadcast``).
     """
     comp = _Compiler(cfg, entity, N.icu_available(spark) if icu is None else icu)
-    i = _internal_narrow(internal, comp, "internal" in ready).alias("i")
+    i = _internal_narrow(internal, comp, "internal" in ready)
+    if only is not None:
+        i = incremental.restrict(i, only, entity.name, F.col("key"), F.lit(None).cast("string"), only_broadcast)
+    i = i.alias("i")
     products = stripe_products
     if entity.name == "price" and products is not None and "stripe_products" not in ready:
         products = records.with_stripe_key(products.drop(*[c for c in (records.KEY,) if c in products.columns]),
                                            cfg, "product")
     keyed = records.stripe_keyed(cfg, entity.name, stripe, "stripe" in ready, products, "product_keys" in ready, frames)
+    if only is not None:
+        keyed = incremental.restrict(keyed, only, entity.name, F.col(records.KEY),
+                                     F.when(F.col(records.KEY).isNull(), F.col("id")), only_broadcast)
     s = _stripe_narrow(keyed, comp, "stripe" in ready).alias("s")
     j = i.join(s, F.col("i.key") == F.col("s.key"), "full_outer")
 
@@ -427,11 +437,13 @@ def compare(
 def discrepancies(spark: SparkSession, cfg: Config, frames: dict[str, DataFrame], run_id: str,
                   detected_at: dt.datetime | None = None, ready: frozenset[str] = frozenset(),
                   cache: list[DataFrame] | None = None, small: records.SmallFrames | None = None,
-                  unknown: DataFrame | None = None) -> DataFrame:
+                  unknown: DataFrame | None = None, only: DataFrame | None = None,
+                  only_broadcast: bool = True) -> DataFrame:
     """Both entities' rows in DISCREPANCIES_SCHEMA order; ``frames`` keyed by silver table name,
     ``ready`` the names of those whose stored derived columns are valid (:func:`silver.stored_ready`),
     plus "product_keys" when the Stripe prices' product keys come from the current products version;
-    ``unknown`` the quarantined keys (:func:`unknown_keys`)."""
+    ``unknown`` the quarantined keys (:func:`unknown_keys`); ``only`` the keys to compare
+    (:func:`compare`; all when None)."""
     icu = N.icu_available(spark)
 
     def sides(internal: str, stripe: str) -> frozenset[str]:
@@ -441,12 +453,12 @@ def discrepancies(spark: SparkSession, cfg: Config, frames: dict[str, DataFrame]
 
     products = compare(spark, cfg, PRODUCT, frames[tables.SILVER_INTERNAL_PRODUCTS], frames[tables.SILVER_STRIPE_PRODUCTS],
                        icu=icu, ready=sides(tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS), cache=cache,
-                       frames=small, unknown=unknown)
+                       frames=small, unknown=unknown, only=only, only_broadcast=only_broadcast)
     prices = compare(
         spark, cfg, PRICE, frames[tables.SILVER_INTERNAL_PRICES], frames[tables.SILVER_STRIPE_PRICES],
         stripe_products=frames[tables.SILVER_STRIPE_PRODUCTS], icu=icu,
         ready=sides(tables.SILVER_INTERNAL_PRICES, tables.SILVER_STRIPE_PRICES), cache=cache, frames=small,
-        unknown=unknown,
+        unknown=unknown, only=only, only_broadcast=only_broadcast,
     )
     at = detected_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     both = products.unionByName(prices)
@@ -474,9 +486,14 @@ def ready_frames(spark: SparkSession, cfg: Config, frames: dict[str, DataFrame],
     return frozenset(ready)
 
 
-def detect(run) -> dict[str, int]:
+def detect(run, incremental_run: bool = False) -> dict[str, int]:
     """Read the silver tables, write this run's rows to gold.discrepancies (replacing any earlier
-    rows of the same run_id), record counts and versions read in the ledger, return the counts."""
+    rows of the same run_id), record counts and versions read in the ledger, return the counts.
+
+    ``incremental_run`` (``--incremental``): start from the last reconciled run's rows and compare
+    again only the keys changed since the versions it read (incremental.py); the rows written are
+    those a full detect would write. When that run cannot be built on, a full detect runs and the
+    ledger message says why."""
     spark, cfg = run.spark, run.cfg
     with run.stage("detect") as st:
         frames, commits = {}, {}
@@ -484,17 +501,34 @@ def detect(run) -> dict[str, int]:
             commits[name] = run.read_version(st, name)
             frames[name] = tables.read(spark, cfg, name, hint="run `recon land internal` and `recon land stripe` first")
         ready = ready_frames(spark, cfg, frames, commits, st.versions_read)
+        notes = []
         stale = sorted(set(frames) - ready)
         if stale:
-            st.message = f"fingerprints computed here for {', '.join(stale)} (land again to store them under this config)"
+            notes.append(f"fingerprints computed here for {', '.join(stale)} (land again to store them under this config)")
         elif "product_keys" not in ready:
-            st.message = "product keys of silver.stripe_prices computed here (silver.stripe_products changed since)"
+            notes.append("product keys of silver.stripe_prices computed here (silver.stripe_products changed since)")
+        spec = incremental.spec_id(spark, cfg)
         cache: list[DataFrame] = []
         small = records.SmallFrames()
         try:
+            base, changed, n_changed = None, None, 0
+            if incremental_run:
+                try:
+                    base = incremental.base_run(run, spec)
+                    changed, n_changed = incremental.changed_keys(run, base, st.versions_read, commits, frames)
+                except incremental.NoBase as why:
+                    base = None
+                    notes.append(f"full detect: {why}")
+            bcast = n_changed <= cfg.detect.broadcast_max_rows
             quarantined, n_unknown = unknown_keys(spark, cfg, commits, small)
-            out = discrepancies(spark, cfg, frames, run.run_id, ready=ready, cache=cache, small=small,
-                                unknown=quarantined)
+            at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+            out = discrepancies(spark, cfg, frames, run.run_id, detected_at=at, ready=ready, cache=cache, small=small,
+                                unknown=quarantined, only=changed, only_broadcast=bcast)
+            if base is not None:
+                kept = incremental.kept_rows(spark, cfg, base, changed, bcast)
+                out = out.unionByName(kept.withColumns({"run_id": F.lit(run.run_id),
+                                                        "detected_at": F.lit(at).cast("timestamp")}))
+                notes.append(f"incremental from run {base.run_id}: {n_changed:,} keys compared again")
             cond = "run_id = '" + run.run_id.replace("'", "''") + "'"
             # The counts come from the write itself (an observation), not from reading the rows back.
             obs = Observation("detect_counts")
@@ -507,6 +541,7 @@ def detect(run) -> dict[str, int]:
             for df in cache:
                 df.unpersist()
             small.release()
+        st.message = "; ".join(notes)
         counts: dict[str, int] = {"discrepancies": 0, **{k: 0 for k in KINDS}}
         for e, k in pairs:
             n = int(observed.get(f"{e}.{k}") or 0)
@@ -515,5 +550,8 @@ def detect(run) -> dict[str, int]:
             if n:
                 counts[f"{e}.{k}"] = n
         counts.update({f"{e}.unknown_keys": n for e, n in n_unknown.items()})
+        if base is not None:
+            counts["changed_keys"] = n_changed
         st.counts.update(counts)
+        st.counts[incremental.SPEC_COUNT] = spec
     return counts

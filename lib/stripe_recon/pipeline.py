@@ -62,8 +62,10 @@ def plan_or_release(run: Run, approve: str | None = None, force: bool = False, d
 
 
 def run_all(run: Run, dry_run: bool = False, approve: str | None = None, force: bool = False,
-            report_out: dict[str, Any] | None = None) -> dict[str, Any]:
+            report_out: dict[str, Any] | None = None, incremental: bool = False) -> dict[str, Any]:
     """Run every stage for ``run``; returns a summary with each stage's result.
+
+    ``incremental``: detect compares again only what changed since the last detect (detect.py).
 
     ``report_out``, when given, receives the run report as a dict (report.collect_report) once it is
     written, so the caller can show it without reading the tables again.
@@ -81,7 +83,7 @@ def run_all(run: Run, dry_run: bool = False, approve: str | None = None, force: 
     ]
     if run.cfg.validation.enabled:
         stages.append(("validate_inputs", lambda: validate_inputs(run)))
-    stages += [("detect", lambda: detect(run)),
+    stages += [("detect", lambda: detect(run, incremental_run=incremental)),
                ("plan", lambda: plan_or_release(run, approve=approve, force=force, dry_run=dry_run))]
     if run.cfg.validation.enabled:
         stages.append(("validate_plan", lambda: validate_plan(run)))

@@ -99,3 +99,24 @@ def test_cdc_files_to_silver(spark, cfg, tmp_path, capsys):
             .option("startingVersion", versions[tables.SILVER_INTERNAL_PRODUCTS] + 1).load(path))
     assert sorted((r.product_id, r._change_type) for r in feed.collect()) == [
         ("p1", "update_postimage"), ("p1", "update_preimage"), ("p2", "update_postimage"), ("p2", "update_preimage")]
+
+
+def test_change_landing_keeps_earlier_quarantine(spark, cfg, tmp_path, capsys):
+    """A key rejected by the snapshot landing stays unknown after change events for other keys
+    (its run is carried in the commit's quarantine_runs), so detect never reads it as absent."""
+    from stripe_recon import unknown
+
+    root = cfg.storage.root
+    products, prices = tmp_path / "products.csv", tmp_path / "prices.csv"
+    products.write_text("product_id,name,active\np1,A,true\np3,C,maybe\n")
+    prices.write_text("price_id,product_id,currency,amount\npr1,p1,usd,1.00\n")
+    snap = _recon(capsys, root, "land", "internal", "--products", str(products), "--prices", str(prices))
+    assert snap["quarantined"] == 1
+    events = tmp_path / "e.jsonl"
+    events.write_text(_ev("u", "products", _prod("p1", "A2"), 30) + "\n")
+    cdc = _recon(capsys, root, "land", "internal", "--cdc", str(events))
+    assert cdc["landed"] == 1
+    commit = tables.commit_metadata(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS)
+    assert commit["landing"]["run_id"] == cdc["run_id"] and commit[unknown.QUARANTINE_RUNS] == [snap["run_id"]]
+    found = unknown.quarantined_keys(spark, cfg, {tables.SILVER_INTERNAL_PRODUCTS: commit})
+    assert [(r.entity, r.key) for r in found.collect()] == [("product", "p3")]

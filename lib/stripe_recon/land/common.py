@@ -39,7 +39,7 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .. import canonical, gx_suites, quarantine, records, silver, tables
+from .. import canonical, gx_suites, quarantine, records, silver, tables, unknown
 from ..errors import InputError
 from ..ledger import Run
 from ..quarantine import REASONS, Rule
@@ -313,6 +313,10 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
     derived, derived_meta = silver.derive(run.spark, cfg, spec.silver, rows, products=products,
                                           products_version=products_version, frames=frames)
     meta = {**derived_meta, "unique": [spec.key], "landing": {**metadata, "rules_spec": rules_spec(run, spec)}}
+    if changes_only:
+        carried = carried_quarantine_runs(run, spec)
+        if carried:
+            meta[unknown.QUARANTINE_RUNS] = carried
     version = write_snapshot(run, spec.silver, derived, meta, delete_missing=not changes_only)
     observed_row = obs.get
     if not observed_row:
@@ -327,6 +331,20 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
         rejected = _quarantine_rows(run, spec, bad)
     counts = {**got["counts"], "suite_quarantined": got["suite_quarantined"]}
     return Published(counts, rejected, {**got, "silver_version": version})
+
+
+def carried_quarantine_runs(run: Run, spec: EntitySpec) -> list[str]:
+    """The runs whose quarantine rows a change landing keeps (unknown.py): those named by the table's
+    latest commit that rejected records of this table. Applying changes does not make a key that an
+    earlier landing rejected known: it stays unknown until a snapshot landing replaces the table."""
+    spark, cfg = run.spark, run.cfg
+    before = [r for r in unknown.runs_of(tables.commit_metadata(spark, cfg, spec.silver)) if r != run.run_id]
+    if not before or not tables.exists(spark, cfg, tables.GOLD_QUARANTINE):
+        return []
+    q = tables.read(spark, cfg, tables.GOLD_QUARANTINE).where(
+        F.col("run_id").isin(*before) & (F.col("source") == spec.side) & (F.col("entity") == spec.entity)
+        & F.col("stage").isin("land", "validate"))
+    return sorted(r["run_id"] for r in q.select("run_id").distinct().collect())  # aggregate: a few run ids
 
 
 def _quarantine_rows(run: Run, spec: EntitySpec, bad: DataFrame) -> DataFrame:
