@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = ls.add_mutually_exclusive_group()
     src.add_argument("--from-files", metavar="PATH", help="API-object JSON lines or Airbyte raw records")
     src.add_argument("--from-api", action="store_true", help="export products and prices through the API")
+    src.add_argument("--from-events", action="store_true",
+                     help="land only the objects named by Stripe events since the last landing "
+                          "(a full API export when there is no cursor or it is past the 30-day retention)")
     ls.add_argument("--format", choices=["auto", "jsonl", "airbyte"])
     ls.add_argument("--allow-empty", action="store_true", help="accept an export with no products or no prices")
     ls.set_defaults(func=cmd_land_stripe, writes="land stripe")
@@ -292,6 +295,8 @@ def cmd_land_stripe(args: argparse.Namespace, cfg: Config) -> int:
         sets += ["sources.stripe.mode=files", f"sources.stripe.path={args.from_files}"]
     if args.from_api:
         sets.append("sources.stripe.mode=api")
+    if args.from_events:
+        sets.append("sources.stripe.mode=events")
     if args.format:
         sets.append(f"sources.stripe.format={args.format}")
     if args.allow_empty:
@@ -300,7 +305,7 @@ def cmd_land_stripe(args: argparse.Namespace, cfg: Config) -> int:
 
     cfg = cfg.with_overrides(*sets)
     preflight.storage_root(cfg)
-    if cfg.sources.stripe.mode == "api":
+    if cfg.sources.stripe.mode in ("api", "events"):
         preflight.stripe_api(cfg)
     run = _run(args, cfg)
     result = land_stripe(run)

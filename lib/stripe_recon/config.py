@@ -97,7 +97,7 @@ class InternalSource(Section):
 
 
 class StripeSource(Section):
-    mode: Literal["files", "api"] = "files"
+    mode: Literal["files", "api", "events"] = "files"  # events: /v1/events since the last landing (changes)
     path: str | None = None
     format: Literal["auto", "jsonl", "airbyte"] = "auto"
     allow_empty: bool = False

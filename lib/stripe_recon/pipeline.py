@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def land_stripe(run: Run) -> dict[str, Any]:
-    """Land the Stripe side from export files or through the API, per ``sources.stripe.mode``."""
+    """Land the Stripe side from export files, through the API or from its events, per
+    ``sources.stripe.mode``."""
+    if run.cfg.sources.stripe.mode == "events":
+        from .land.stripe_events import land_stripe_events
+
+        return land_stripe_events(run)
     if run.cfg.sources.stripe.mode == "api":
         from .land.stripe_api import land_stripe_api
 

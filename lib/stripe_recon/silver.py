@@ -121,9 +121,14 @@ def derive(spark: SparkSession, cfg: Config, table: str, silver: DataFrame, *,
             out = records.with_product_key(out, products, cfg.detect.broadcast_max_rows)
             meta["product_keys_from"] = products_version
     ordered = [*schema_cols, *derived_columns(table)[:-1]]
-    out = out.select(*[F.col(f"`{c}`") for c in ordered])
-    content = [hashable(out, c) for c in ordered if c not in tables.LINEAGE_NAMES and c != RAW_HASH]
-    return out.withColumn(ROW_HASH, row_hash(content)), meta
+    return with_row_hash(out.select(*[F.col(f"`{c}`") for c in ordered])), meta
+
+
+def with_row_hash(df: DataFrame) -> DataFrame:
+    """``df`` (silver columns in table order, without ``_hash``) plus ``_hash``: the hash of every
+    column but lineage and ``_rh``."""
+    content = [hashable(df, c) for c in df.columns if c not in tables.LINEAGE_NAMES and c != RAW_HASH]
+    return df.withColumn(ROW_HASH, row_hash(content))
 
 
 def stored_ready(spark: SparkSession, cfg: Config, table: str, df: DataFrame, commit: dict | None = None) -> bool:

@@ -290,13 +290,15 @@ def mark_latest_versions(flagged: DataFrame, broadcast_max: int, frames: records
 
 def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[str], frames: records.SmallFrames,
             *, metadata: dict[str, Any], products: DataFrame | None = None, products_version: int | None = None,
-            changes_only: bool = False) -> Published:
+            changes_only: bool = False, context: Callable[[DataFrame], DataFrame] | None = None) -> Published:
     """Silver for one entity from its flagged records (pass B); returns the counts and the rejected rows.
 
     ``flagged``: the typed silver columns, ``_reasons`` (land's row rules), ``_suite_reasons``,
     ``_record``, ``_rh``, lineage (Stripe: also ``_row``, ``is_deleted``, ``raw``...). ``metadata``: the
     landing record (spec, run, input manifest) stored with the silver commit. ``changes_only``: the
-    records are changes (CDC), not a snapshot: silver keys they do not name are kept."""
+    records are changes (CDC), not a snapshot: silver keys they do not name are kept. ``context``:
+    given the clean rows, the silver rows derived and MERGEd with them (land/stripe_changes.py: the
+    per-key columns of a change depend on the other records of its key)."""
     cfg = run.cfg
     bmax = cfg.detect.broadcast_max_rows
     if spec.side == "internal":
@@ -310,6 +312,8 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
     observed = marked.observe(obs, *aggs)
     clean = observed.where(F.col("_winner") & (F.size(SUITE_REASONS) == 0))
     rows = clean.select(*canonical.silver_columns(spec.schema), F.col(silver.RAW_HASH))
+    if context is not None:
+        rows = rows.unionByName(context(rows))
     derived, derived_meta = silver.derive(run.spark, cfg, spec.silver, rows, products=products,
                                           products_version=products_version, frames=frames)
     meta = {**derived_meta, "unique": [spec.key], "landing": {**metadata, "rules_spec": rules_spec(run, spec)}}
@@ -330,6 +334,8 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
         bad = marked.where(~F.col("_land_ok") | (F.col("_winner") & (F.size(SUITE_REASONS) > 0)))
         rejected = _quarantine_rows(run, spec, bad)
     counts = {**got["counts"], "suite_quarantined": got["suite_quarantined"]}
+    if changes_only:  # the rows silver holds now, not the changed ones (the guard's shrink checks read it)
+        counts["silver_rows"] = tables.read(run.spark, cfg, spec.silver).count()
     return Published(counts, rejected, {**got, "silver_version": version})
 
 

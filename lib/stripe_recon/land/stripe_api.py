@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,7 +37,10 @@ from ..errors import InputError
 from ..guard import refuse_empty_stripe
 from ..push import Sender
 from ..ratelimit import global_bucket
+from .stripe_events import CURSOR, current_cursor
 from .stripe_files import land_stripe_files
+
+CLOCK_MARGIN_SECONDS = 300
 
 KINDS = ("product", "price")
 DAY = 86_400
@@ -92,6 +96,10 @@ def land_stripe_api(run: Any) -> dict[str, Any]:
     out_dir = f"{cfg.storage.root.rstrip('/')}/runs/{run.run_id}/stripe_export"
     with run.stage("export_stripe_api") as st:
         sender = Sender(build_client(cfg), global_bucket(cfg.stripe.rate_limit_per_second), cfg.stripe.max_attempts)
+        # the events cursor, taken before anything is listed: `--from-events` reads from here next time
+        # (no event yet: now, less a margin for the clocks; reading an object again is harmless)
+        cursor = current_cursor(sender)
+        st.counts[CURSOR] = cursor if cursor is not None else int(time.time()) - CLOCK_MARGIN_SECONDS
         wins = windows(sender, cfg.stripe.export_windows)
         local = _is_local(cfg.storage.root)
         if local:

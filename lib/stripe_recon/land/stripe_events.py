@@ -187,3 +187,27 @@ def export_stripe_events(run: Any, cursor: int | None = _UNSET, *, sender: Sende
         })
         st.message = f"events since created >= {cursor}; new cursor {new_cursor}"
         return EventsExport(False, "", out_dir, new_cursor, dict(st.counts))
+
+
+def land_stripe_events(run: Any) -> dict[str, Any]:
+    """``land stripe --from-events`` (``sources.stripe.mode: events``): export the objects named by the
+    events since the cursor (:func:`export_stripe_events`) and land them as changes
+    (``land_stripe_files(changes=True)``); a full API export instead when the cursor is missing or
+    past the retention (the export stage's ledger row says why)."""
+    import dataclasses
+
+    from .stripe_api import land_stripe_api
+    from .stripe_files import land_stripe_files
+
+    out = export_stripe_events(run)
+    if out.fallback:
+        return {**land_stripe_api(run), "fallback": out.reason}
+    if not any(out.counts.get(f"objects.{k}s") for k in KINDS):
+        with run.stage("land_stripe") as st:
+            st.counts.update({"rows_in": 0, "landed": 0, "quarantined": 0})
+            st.message = f"no catalog events since the cursor {out.cursor}: nothing to land"
+        return {"rows_in": 0, "landed": 0, "quarantined": 0, "events": out.counts}
+    landed_cfg = run.cfg.with_overrides(f"sources.stripe.path={out.path}", "sources.stripe.mode=files",
+                                        "sources.stripe.format=jsonl")
+    return {**land_stripe_files(dataclasses.replace(run, cfg=landed_cfg), changes=True), "events": out.counts}
+

@@ -53,6 +53,7 @@ from .common import (
     write_manifest,
     write_quarantine,
 )
+from .stripe_changes import changed_ids, context
 
 _COMMON_RULES = ("null_key", "wrong_type:active", "wrong_type:livemode", "wrong_type:created", "wrong_type:metadata")
 PRODUCTS = EntitySpec(
@@ -70,11 +71,14 @@ SPECS = {"products": PRODUCTS, "prices": PRICES}
 BRONZE = tables.BRONZE_STRIPE_OBJECTS
 
 
-def land_stripe_files(run: Run) -> dict[str, Any]:
+def land_stripe_files(run: Run, changes: bool = False) -> dict[str, Any]:
     """Land the export at ``sources.stripe.path``; returns counts per entity and the path.
 
     Counts: ``products`` / ``prices`` (rows_in, landed, quarantined, silver_rows, suite_quarantined)
     and ``unrecognised`` (lines that are not a product or price object: rows_in = quarantined).
+    ``changes``: the files hold changed objects (``--from-events``), not a snapshot: they are MERGEd
+    into silver, which keeps every other object, and the per-key columns of the keys they touch are
+    recomputed (stripe_changes.py); an empty input is no error.
     """
     src = run.cfg.sources.stripe
     spark = run.spark
@@ -92,7 +96,7 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
         line_hash = F.xxhash64("value")
 
         # 1. unchanged?
-        if all(commits.values()):
+        if all(commits.values()) and not changes:
             manifest = manifest_of(lines, line_hash)
             same = unchanged_since(run, list(SPECS.values()), manifest, spec_id, commits)
             if same:
@@ -119,7 +123,8 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
         got = seen.get
         manifest = {"rows": int(got["rows"]), "h_lo": int(got["h_lo"] or 0), "h_hi": int(got["h_hi"] or 0)}
         n_unknown, bronze_rows = int(got["unknown"] or 0), int(appended.get.get("n") or 0)
-        refuse_empty_stripe({p: {"rows_in": int(got[p] or 0)} for p in SPECS}, path, src.allow_empty)  # before silver
+        if not changes:
+            refuse_empty_stripe({p: {"rows_in": int(got[p] or 0)} for p in SPECS}, path, src.allow_empty)  # before silver
 
         # 3. silver, 4. quarantine
         def source(entity: str) -> DataFrame:
@@ -135,13 +140,18 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
         frames = records.SmallFrames()
         landing = {"spec": spec_id, "run_id": run.run_id, "input": manifest}
         try:
-            products_version = None
+            products_version, product_changes = None, None
             for plural, spec in SPECS.items():
                 products = None
                 if spec.entity == "price":
                     products = tables.read(spark, run.cfg, tables.SILVER_STRIPE_PRODUCTS).select("id", records.KEY)
+                before = tables.version(spark, run.cfg, spec.silver) if changes else None
                 pub = publish(run, spec, source(spec.entity), [r.name for r in suite_rules(run, spec)], frames,
-                              metadata=landing, products=products, products_version=products_version)
+                              metadata=landing, products=products, products_version=products_version,
+                              changes_only=changes,
+                              context=context(run, spec.silver, product_changes) if changes else None)
+                if changes and spec.entity == "product":
+                    product_changes = changed_ids(run, spec.silver, before)
                 if spec.entity == "product":
                     products_version = pub.details["silver_version"]
                 result[plural] = pub.counts
@@ -164,7 +174,7 @@ def land_stripe_files(run: Run) -> dict[str, Any]:
         write_manifest(run, "stripe", manifest_rows)
         result["unrecognised"] = unrecognised
         st.counts.update(ledger_counts({k: result[k] for k in ("products", "prices", "unrecognised")}))
-        st.message = f"format={src.format}"
+        st.message = f"format={src.format}" + ("; changes (objects named by Stripe events)" if changes else "")
         result["paths"] = {"stripe": path}
         result.update({k: st.counts[k] for k in ("rows_in", "landed", "quarantined")})
     return result
