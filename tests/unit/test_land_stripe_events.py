@@ -7,42 +7,17 @@ price's ``_product_key``), an archived price and a new one. Against the emulator
 
 from __future__ import annotations
 
-import pytest
-import stripe
 from pyspark.sql import functions as F
 
 from stripe_recon import tables
-from stripe_recon.emulator.server import EmulatorServer
 from stripe_recon.land.stripe_api import land_stripe_api
 from stripe_recon.land.stripe_events import CURSOR, land_stripe_events
 from stripe_recon.ledger import Run
 
-T0 = 1_800_000_000
+# the emulator with a settable clock, and an SDK client on it (the events tests' fixtures)
+from .test_stripe_events import T0, client, clock, emu  # noqa: E402, F401
+
 SILVER = (tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRICES)
-
-
-class Clock:
-    def __init__(self, t: int) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return float(self.t)
-
-
-@pytest.fixture
-def clock():
-    return Clock(T0)
-
-
-@pytest.fixture
-def emu(clock):
-    with EmulatorServer(port=0, clock=clock) as server:
-        yield server
-
-
-@pytest.fixture
-def client(emu):
-    return stripe.StripeClient("sk_test_events", base_addresses={"api": emu.url}, max_network_retries=0)
 
 
 def _silver(spark, cfg, name: str) -> list[tuple]:
@@ -51,7 +26,7 @@ def _silver(spark, cfg, name: str) -> list[tuple]:
     return sorted(tuple(r) for r in df.select(*cols).collect())
 
 
-def test_events_landing_equals_a_full_export(spark, make_cfg, tmp_path, emu, client, clock, monkeypatch):
+def test_events_landing_equals_a_full_export(spark, make_cfg, tmp_path, emu, client, clock, monkeypatch):  # noqa: F811
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_events")
     api = (f"stripe.api_base={emu.url}", "stripe.rate_limit_per_second=300", "stripe.threads=2",
            "sources.stripe.mode=events")
