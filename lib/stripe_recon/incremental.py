@@ -152,7 +152,11 @@ def changed_keys(run, base: Base, versions: dict[str, int], commits: dict[str, d
                                            & F.col("stripe_id").isNotNull()).select(F.col("stripe_id").alias("pid")))
     if not parts:
         return spark.createDataFrame([], "entity string, key string, sid string"), 0
-    named = _cut(_union(parts).distinct())
+    try:
+        named = _cut(_union(parts).distinct())
+    except Exception as exc:  # a feed's files gone (vacuumed) shows only when it is read
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise NoBase(f"the change feed since the last detect's versions could not be read: {first}") from None
     hint = F.broadcast if named.count() <= cfg.detect.broadcast_max_rows else (lambda d: d)  # an aggregate
 
     # A price whose product changed (or became known / unknown) is compared again too.
