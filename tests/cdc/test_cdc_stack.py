@@ -2,8 +2,9 @@
 ``ingest_kafka`` (Structured Streaming, availableNow, checkpointed) -> bronze -> ``decode_events``.
 
 Each phase is a new run over the same storage root and checkpoint: a run takes only what arrived
-since the last, a replayed micro-batch is not appended twice. The lead's silver/discrepancy checks
-extend :func:`_land` (the change rows of one run) with the merge into silver.
+since the last, a replayed micro-batch is not appended twice. The second test goes on to silver
+(``land_internal_cdc`` from Kafka) and to the discrepancies of ``detect --incremental``, each run
+checked row for row against a full detect over the same silver.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from stripe_recon import tables
 from stripe_recon.land.cdc_events import decode_events
@@ -122,3 +124,105 @@ def test_postgres_debezium_kafka_to_change_rows(spark, make_cfg, cdc_stack):
     replay = ingest_kafka(Run.new(spark, cfg, "run-4"), cdc_stack.servers, cdc_stack.topic)
     assert replay["batches"] == 1 and replay["events"] == 0
     assert tables.read(spark, cfg, tables.BRONZE_INTERNAL_CDC_EVENTS).count() == total == before + 12
+
+
+
+STRIPE_EXPORT = [  # Stripe's side of keys q1 / qr1 (q0, q2 have none; s9 is a Stripe-only product)
+    '{"id": "prod_q1", "object": "product", "active": true, "created": 1704067200, "updated": 1704067200, '
+    '"name": "Q1 in Stripe", "description": null, "metadata": {"internal_id": "q1"}, "tax_code": null}',
+    '{"id": "prod_s9", "object": "product", "active": true, "created": 1704067200, "updated": 1704067200, '
+    '"name": "S9", "description": null, "metadata": {"internal_id": "s9"}, "tax_code": null}',
+    '{"id": "price_q1", "object": "price", "active": true, "created": 1704067200, "currency": "usd", '
+    '"lookup_key": "qr1", "nickname": null, "product": "prod_q1", "recurring": null, "type": "one_time", '
+    '"unit_amount": 1000}',
+]
+MINE = ("q0", "qr0", "q1", "q2", "qr1", "s9")
+ROW = ["entity", "key", "stripe_id", "kind", "attribute", "internal_value", "stripe_value", "owner", "action"]
+
+
+def _sorted(rows) -> list[tuple]:
+    return sorted((tuple(r) for r in rows), key=lambda t: tuple("" if v is None else str(v) for v in t))
+
+
+def _rows(spark, cfg, run_id: str, *cols: str, keys=None) -> list[tuple]:
+    df = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(F.col("run_id") == run_id)
+    if keys:
+        df = df.where(F.col("key").isin(*keys))
+    return _sorted(df.select(*cols).collect())
+
+
+def _mine(spark, cfg, run_id: str) -> list[tuple]:
+    return _rows(spark, cfg, run_id, "entity", "key", "kind", "attribute", "action", keys=MINE)
+
+
+def test_postgres_changes_to_silver_and_incremental_discrepancies(spark, make_cfg, tmp_path, cdc_stack):
+    """`land internal --kafka` then `detect --incremental`: rows inserted, updated and deleted in
+    PostgreSQL become the right silver rows and the right discrepancies in the next run, exactly
+    those of a full detect over the same silver."""
+    from stripe_recon.detect import detect
+    from stripe_recon.land.internal_cdc import land_internal_cdc
+    from stripe_recon.land.stripe_files import land_stripe_files
+
+    export = tmp_path / "stripe"
+    export.mkdir()
+    (export / "objects.jsonl").write_text("\n".join(STRIPE_EXPORT) + "\n")
+    cfg = make_cfg(f"sources.internal.cdc.kafka.servers={cdc_stack.servers}",
+                   f"sources.internal.cdc.kafka.topic={cdc_stack.topic}", "sources.stripe.mode=files",
+                   f"sources.stripe.path={export}")
+
+    def changed(statements: str, events: int) -> None:
+        seen = cdc_stack.records(spark).count()
+        cdc_stack.sql(statements)
+        cdc_stack.wait_for_records(spark, seen + events)
+
+    changed("""
+        INSERT INTO products VALUES ('q0', 'Q0', NULL, true, NULL, NULL, '{}', '2024-02-01 00:00:00');
+        INSERT INTO prices VALUES ('qr0', 'q0', 'usd', 1.00, NULL, NULL, true, NULL, '2024-02-01 00:00:00');
+    """, 2)
+    first = Run.new(spark, cfg)  # the topic so far (other tests' keys too), and the Stripe side
+    land_internal_cdc(first, servers=cdc_stack.servers, topic=cdc_stack.topic)
+    land_stripe_files(first)
+    detect(first)
+    assert _mine(spark, cfg, first.run_id) == _sorted([
+        ("price", "qr0", "missing_in_stripe", None, "create"), ("price", "qr1", "missing_in_internal", None, "review"),
+        ("product", "q0", "missing_in_stripe", None, "create"), ("product", "q1", "missing_in_internal", None, "review"),
+        ("product", "s9", "missing_in_internal", None, "review")])
+
+    def next_run(statements: str, events: int) -> Run:
+        changed(statements, events)
+        run = Run.new(spark, cfg)
+        land_internal_cdc(run, servers=cdc_stack.servers, topic=cdc_stack.topic)
+        detect(run, incremental_run=True)
+        referee = Run.new(spark, cfg)  # a full detect over the same silver, never a base
+        detect(referee)
+        tables.delete_where(spark, cfg, tables.GOLD_RUNS, f"run_id = '{referee.run_id}'")
+        message = (tables.read(spark, cfg, tables.GOLD_RUNS)
+                   .where((F.col("run_id") == run.run_id) & (F.col("stage") == "detect")).first().message)
+        assert "incremental from run" in message, message
+        assert _rows(spark, cfg, run.run_id, *ROW) == _rows(spark, cfg, referee.run_id, *ROW)
+        return run
+
+    run = next_run("""
+        INSERT INTO products VALUES
+          ('q1', 'Q1', NULL, true, NULL, NULL, '{}', '2024-02-01 00:00:00'),
+          ('q2', 'Q2', NULL, true, NULL, NULL, '{}', '2024-02-01 00:00:00');
+        INSERT INTO prices VALUES ('qr1', 'q1', 'usd', 10.00, NULL, NULL, true, NULL, '2024-02-01 00:00:00');
+    """, 3)
+    silver = {r.product_id: (r.name, r.deleted_at) for r in tables.read(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS)
+              .where(F.col("product_id").isin("q1", "q2")).collect()}
+    assert silver == {"q1": ("Q1", None), "q2": ("Q2", None)}
+    assert _mine(spark, cfg, run.run_id) == _sorted([
+        ("price", "qr0", "missing_in_stripe", None, "create"), ("product", "q0", "missing_in_stripe", None, "create"),
+        ("product", "q1", "field_mismatch", "name", "push"), ("product", "q2", "missing_in_stripe", None, "create"),
+        ("product", "s9", "missing_in_internal", None, "review")])
+
+    run = next_run("""
+        UPDATE products SET name = 'Q1 in Stripe' WHERE product_id = 'q1';
+        DELETE FROM prices WHERE price_id = 'qr0';
+        DELETE FROM products WHERE product_id IN ('q0', 'q2');
+    """, 7)  # an update, three deletes and their tombstones
+    deleted = tables.read(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS).where(F.col("product_id") == "q2").first()
+    assert deleted.deleted_at is not None
+    archived = tables.read(spark, cfg, tables.SILVER_INTERNAL_PRICES).where(F.col("price_id") == "qr0").first()
+    assert archived.active is False
+    assert _mine(spark, cfg, run.run_id) == [("product", "s9", "missing_in_internal", None, "review")]
