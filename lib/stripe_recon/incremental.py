@@ -24,8 +24,11 @@ versions vacuumed, CDF off).
 
 Example::
 
-    base, why = base_run(run, spec_id(spark, cfg))
-    changed = changed_keys(run, base, versions_now, commits_now, frames) if base else None
+    try:
+        base = base_run(run, spec_id(spark, cfg))
+        changed, n = changed_keys(run, base, versions_now, commits_now, frames_now)
+    except NoBase as why:
+        ...  # a full detect, and the ledger message says why
 """
 
 from __future__ import annotations
@@ -44,10 +47,7 @@ from .unknown import quarantined_keys
 
 #: The ledger count of a detect row that names the configuration it ran under (:func:`spec_id`).
 SPEC_COUNT = "config_spec"
-#: Columns of the changed-key frame.
-CHANGED_COLUMNS = ("entity", "key", "sid")
-_SILVER_INPUTS = (tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRICES,
-                  tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRICES)
+_SILVER_INPUTS = tuple(silver.SIDES)  # the four silver tables detect reads
 
 
 class NoBase(Exception):
@@ -114,9 +114,9 @@ def _stripe_ref(entity: str, cfg: Config) -> tuple[Column, Column]:
     return key.alias("key"), F.when(key.isNull(), F.col("id")).alias("sid")
 
 
-def _named(entity: str, key: Column, sid: Column | None = None) -> list[Column]:
-    return [F.lit(entity).alias("entity"), key.cast("string").alias("key"),
-            (sid if sid is not None else F.lit(None)).cast("string").alias("sid")]
+def _named(entity: str, key: Column) -> list[Column]:
+    """(entity, key, sid) naming an internal record: always by its key."""
+    return [F.lit(entity).alias("entity"), key.cast("string").alias("key"), F.lit(None).cast("string").alias("sid")]
 
 
 def changed_keys(run, base: Base, versions: dict[str, int], commits: dict[str, dict],
