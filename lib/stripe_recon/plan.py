@@ -149,6 +149,36 @@ OUT_COLS = ["seq", "entity", "key", "stripe_id", "operation", "payload", "observ
 
 # -- the pure part ----------------------------------------------------------------------------------
 
+def _groups(disc: DataFrame, entity: str) -> DataFrame:
+    """One row per (key, stripe_id) of one entity's discrepancies, with what the planner asks of them:
+    the pushed attributes (sorted) and whether a create, a replace or an orphan archive was decided.
+    A ``missing_in_stripe`` row has no stripe id, so a key's create is one group."""
+    push = "kind = 'field_mismatch' AND action = 'push' AND attribute IS NOT NULL"
+    return (
+        disc.where(F.col("entity") == entity)
+        .groupBy("key", "stripe_id")
+        .agg(
+            F.expr(f"array_sort(collect_set(CASE WHEN {push} THEN attribute END))").alias("attrs"),
+            F.expr(f"count_if({push}) > 0").alias("pushed"),
+            F.expr("count_if(kind = 'missing_in_stripe' AND action = 'create') > 0").alias("create"),
+            F.expr("count_if(action = 'replace' AND stripe_id IS NOT NULL) > 0").alias("replace"),
+            F.expr("count_if(kind = 'missing_in_internal' AND action = 'archive' AND stripe_id IS NOT NULL) > 0")
+            .alias("orphan"),
+        )
+    )
+
+
+def _row(seq: int, entity: str, operation: str, payload: Column, observed: Column,
+         depends_on: Column | None = None, stripe_id: Column | None = None) -> list[Column]:
+    """The OUT_COLS of one correction built from a context row (``g`` = its discrepancy group)."""
+    return [
+        F.lit(seq).alias("seq"), F.lit(entity).alias("entity"), F.col("g.key").alias("key"),
+        (F.col("g.stripe_id") if stripe_id is None else stripe_id).alias("stripe_id"),
+        F.lit(operation).alias("operation"), payload.alias("payload"), observed.alias("observed"),
+        (F.lit(None).cast("string") if depends_on is None else depends_on).alias("depends_on"),
+    ]
+
+
 def build_corrections(
     disc: DataFrame,
     ip: DataFrame,
@@ -160,63 +190,59 @@ def build_corrections(
     allow_archives: bool = True,
     small: Callable[[DataFrame], DataFrame] = F.broadcast,
     keep: Callable[[DataFrame], DataFrame] = lambda df: df,
+    materialize: Callable[[DataFrame], DataFrame] = lambda df: df,
 ) -> PlanFrames:
     """Turn one detect run's discrepancies plus the silver tables into corrections (pure, lazy).
 
     ``disc``: DISCREPANCIES_SCHEMA rows of one run; ``ip``/``ipr``/``sp``/``spr``: silver internal
     products/prices and Stripe products/prices (``sp`` with ``_key`` and ``_primary``, see
-    records.py). ``allow_archives=False`` (empty internal input) drops every archive. Every silver
-    table is first cut down to the rows the discrepancies name (:func:`_only`, with ``small`` applied
-    to the key sets: a broadcast hint while they are small), so the joins never shuffle a whole table.
-    ``keep`` is applied to each cut table and shared sub-result (the stage materialises them once):
-    every kind of correction joins the same few small frames, and without it each of the ten branches
-    would scan and cut the silver tables again (hundreds of Spark jobs for a small plan).
+    records.py). ``allow_archives=False`` (empty internal input) drops every archive.
+
+    One context row per discrepancy group and entity (:func:`_groups`): the group joined once with
+    its internal row and its Stripe row (prices also with the product resolution and the old price's
+    product). Every kind of correction is then a filter and a projection of one context frame, so
+    the plan joins each silver table once, whatever the number of correction kinds. Each silver table
+    is first cut down to the rows the discrepancies name (:func:`_only`, with ``small`` applied to the
+    key sets: a broadcast hint while they are small), so no join shuffles a whole table. ``keep``
+    (lazy persist) is applied to the cut tables used twice, ``materialize`` to the two context frames
+    (the stage computes them once, each in one job, and every correction kind reads them from memory).
     """
-    d = disc.alias("d")
     if records.PRIMARY not in sp.columns:
         sp = records.stripe_keyed(cfg, "product", sp, ready=False)
-    pkeys = disc.where("entity = 'product'")
-    prkeys = disc.where("entity = 'price'")
-    ip = keep(_only(ip, "product_id", pkeys.select("key"), small))
-    ipr = keep(_only(ipr, "price_id", prkeys.select("key"), small))
-    spr = keep(_only(spr, "id", prkeys.select("stripe_id"), small))
+    pgroups = _groups(disc, "product").alias("g")
+    prgroups = _groups(disc, "price").alias("g")
+    ip = _only(ip, "product_id", pgroups.select("key"), small)
+    ipr = keep(_only(ipr, "price_id", prgroups.select("key"), small))
+    spr = keep(_only(spr, "id", prgroups.select("stripe_id"), small))
     sp_all = sp
-    sp = keep(_only(sp, "id", pkeys.select("stripe_id").unionByName(spr.select(F.col("product").alias("stripe_id"))),
+    sp = keep(_only(sp, "id", pgroups.select("stripe_id").unionByName(spr.select(F.col("product").alias("stripe_id"))),
                     small))
-    prim = keep(_only(_primary_products(sp_all), "pkey", ipr.select("product_id"), small)).alias("prim")
+    prim = _only(_primary_products(sp_all), "pkey", ipr.select("product_id"), small).alias("prim")
     ip_eff = "(coalesce(ip.active, true) AND ip.deleted_at IS NULL)"
 
-    # -- products ----------------------------------------------------------------------------
-    pd = d.filter("d.entity = 'product'")
+    # -- products: g (the group), ip (its internal row), sp (its Stripe row) -------------------
+    pctx = materialize(
+        pgroups.join(small(ip).alias("ip"), F.expr("g.key = ip.product_id"), "left")
+        .join(small(sp).alias("sp"), F.expr("g.stripe_id = sp.id"), "left")
+    )
+    has_ip = "ip.product_id IS NOT NULL"
     excluded = ", ".join(f"'{k}'" for k in cfg.metadata.excluded_keys) or "''"
     meta_create = (
         f"map_filter(coalesce(ip.metadata, map()), (k, v) -> v IS NOT NULL AND NOT array_contains(array({excluded}), k))"
     )
     if cfg.mapping.product_key == "metadata.internal_id":
         meta_create = f"map_concat({meta_create}, map('internal_id', ip.product_id))"
-    create_p = (
-        pd.filter("d.kind = 'missing_in_stripe' AND d.action = 'create'")
-        .select(F.col("d.key").alias("key")).distinct().alias("k")
-        .join(ip.alias("ip"), F.expr("k.key = ip.product_id"))
-        .selectExpr(
-            "0 AS seq", "'product' AS entity", "ip.product_id AS key",
-            f"{_det_product_id(cfg, 'ip.product_id')} AS stripe_id", "'create_product' AS operation",
-            f"to_json(named_struct('description', nullif(trim(ip.description), ''), "
-            f"'id', {_det_product_id(cfg, 'ip.product_id')}, "
+    new_id = _det_product_id(cfg, "ip.product_id")
+    create_p = pctx.where(f"g.create AND {has_ip}").select(*_row(
+        0, "product", "create_product",
+        F.expr(
+            f"to_json(named_struct('description', nullif(trim(ip.description), ''), 'id', {new_id}, "
             f"'metadata', CASE WHEN size({meta_create}) > 0 THEN {_sorted_map(meta_create)} END, "
-            f"'name', ip.name)) AS payload",
-            "CAST(NULL AS STRING) AS observed", "CAST(NULL AS STRING) AS depends_on",
-        )
-    )
+            f"'name', ip.name))"
+        ),
+        F.lit(None).cast("string"), stripe_id=F.expr(new_id),
+    ))
 
-    pushed_p = (
-        pd.filter("d.kind = 'field_mismatch' AND d.action = 'push' AND d.attribute IS NOT NULL")
-        .groupBy("d.key", "d.stripe_id")
-        .agg(F.array_sort(F.collect_set("d.attribute")).alias("attrs"))
-        .alias("g")
-        .join(ip.alias("ip"), F.expr("g.key = ip.product_id"))
-        .join(sp.alias("sp"), F.expr("g.stripe_id = sp.id"), "left")
-    )
     upd_fields = []
     for name, attr in sorted(cfg.attributes.product.items(), key=lambda kv: kv[1].stripe):
         if name in ("active", "metadata"):
@@ -235,106 +261,61 @@ def build_corrections(
         f"'metadata', CASE WHEN size({meta_upd}) > 0 THEN {meta_upd} END",
     ]
     upd_fields.sort()
-    update_p = (
-        pushed_p.filter(f"{ip_eff}")
-        .select(
-            F.lit(0).alias("seq"), F.lit("product").alias("entity"), F.col("g.key").alias("key"),
-            F.col("g.stripe_id").alias("stripe_id"), F.lit("update_product").alias("operation"),
-            F.expr(f"to_json(named_struct({', '.join(upd_fields)}))").alias("payload"),
-            _product_observed(cfg).alias("observed"), F.lit(None).cast("string").alias("depends_on"),
-        )
-        .filter("payload <> '{}'")
-    )
-    archive_p = pushed_p.filter(f"NOT {ip_eff} AND array_contains(g.attrs, 'active')").select(
-        F.lit(0).alias("seq"), F.lit("product").alias("entity"), F.col("g.key").alias("key"),
-        F.col("g.stripe_id").alias("stripe_id"), F.lit("archive_product").alias("operation"),
-        F.lit('{"active":false}').alias("payload"), _product_observed(cfg).alias("observed"),
-        F.lit(None).cast("string").alias("depends_on"),
-    )
-    orphan_p = (
-        pd.filter("d.kind = 'missing_in_internal' AND d.action = 'archive' AND d.stripe_id IS NOT NULL")
-        .select("d.key", "d.stripe_id").distinct().alias("g")
-        .join(sp.alias("sp"), F.expr("g.stripe_id = sp.id"), "left")
-        .select(
-            F.lit(0).alias("seq"), F.lit("product").alias("entity"), F.col("g.key").alias("key"),
-            F.col("g.stripe_id").alias("stripe_id"), F.lit("archive_product").alias("operation"),
-            F.lit('{"active":false}').alias("payload"), _product_observed(cfg).alias("observed"),
-            F.lit(None).cast("string").alias("depends_on"),
-        )
-    )
+    pushed_p = pctx.where(f"g.pushed AND {has_ip}")
+    update_p = pushed_p.where(ip_eff).select(*_row(
+        0, "product", "update_product", F.expr(f"to_json(named_struct({', '.join(upd_fields)}))"),
+        _product_observed(cfg),
+    )).where("payload <> '{}'")
+    archive_p = pushed_p.where(f"NOT {ip_eff} AND array_contains(g.attrs, 'active')").select(*_row(
+        0, "product", "archive_product", F.lit('{"active":false}'), _product_observed(cfg)))
+    orphan_p = pctx.where("g.orphan").select(*_row(
+        0, "product", "archive_product", F.lit('{"active":false}'), _product_observed(cfg)))
 
-    # -- prices ------------------------------------------------------------------------------
-    prd = d.filter("d.entity = 'price'")
-    create_p = keep(create_p)
+    # -- prices: g, ip (the internal price), res (its product resolution), spr (the Stripe price),
+    # op (the Stripe product the Stripe price belongs to) -------------------------------------
     created = create_p.select(F.col("key").alias("ckey"), F.col("stripe_id").alias("cid"),
                               _correction_id().alias("cdep"))
     # product resolution for an internal product id: existing primary, else the one being created
     res = (
         ipr.select(F.col("price_id").alias("rp"), F.col("product_id").alias("rprod")).alias("r")
-        .join(prim, F.expr("r.rprod = prim.pkey"), "left")
-        .join(created.alias("c"), F.expr("r.rprod = c.ckey"), "left")
+        .join(small(prim), F.expr("r.rprod = prim.pkey"), "left")
+        .join(small(created).alias("c"), F.expr("r.rprod = c.ckey"), "left")
         .selectExpr("r.rp", "coalesce(prim.sid, c.cid) AS product_sid",
                     "CASE WHEN prim.sid IS NULL THEN c.cdep END AS dep")
     )
-    res = keep(res).alias("res")
-
-    cand_create = (
-        prd.filter("d.kind = 'missing_in_stripe' AND d.action = 'create'")
-        .select(F.col("d.key").alias("key")).distinct().alias("k")
-        .join(ipr.alias("ip"), F.expr("k.key = ip.price_id"))
-        .join(res, F.expr("ip.price_id = res.rp"), "left")
+    prctx = materialize(
+        prgroups.join(small(ipr).alias("ip"), F.expr("g.key = ip.price_id"), "left")
+        .join(small(res).alias("res"), F.expr("ip.price_id = res.rp"), "left")
+        .join(small(spr).alias("spr"), F.expr("g.stripe_id = spr.id"), "left")
+        .join(small(sp).alias("op"), F.expr("spr.product = op.id"), "left")
     )
-    create_pr = cand_create.filter("res.product_sid IS NOT NULL").select(
-        F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("ip.price_id").alias("key"),
-        F.lit(None).cast("string").alias("stripe_id"), F.lit("create_price").alias("operation"),
-        F.expr(f"to_json({_price_create_struct()})").alias("payload"),
-        F.lit(None).cast("string").alias("observed"), F.col("res.dep").alias("depends_on"),
-    )
-    no_product = cand_create.filter("res.product_sid IS NULL").select(
-        F.lit("price").alias("entity"), F.col("ip.price_id").alias("key"),
-        F.lit("product_not_in_stripe").alias("reason"),
-        F.to_json(F.struct(F.col("ip.price_id"), F.col("ip.product_id"))).alias("record"),
-    )
-
+    has_ip = "ip.price_id IS NOT NULL"
     ipr_eff = "coalesce(ip.active, true)"
-    replace_g = (
-        prd.filter("d.action = 'replace' AND d.stripe_id IS NOT NULL")
-        .groupBy("d.key", "d.stripe_id").agg(F.count("*").alias("n")).alias("g")
-        .join(ipr.alias("ip"), F.expr("g.key = ip.price_id"))
-        .filter(ipr_eff)
-    )
-    replace_keys = replace_g.select(F.col("g.key").alias("rkey")).distinct()
-    replace_pr = (
-        replace_g.join(res, F.expr("ip.price_id = res.rp"), "left")
-        .join(spr.alias("spr"), F.expr("g.stripe_id = spr.id"), "left")
-        .join(sp.alias("op"), F.expr("spr.product = op.id"), "left")
-        .filter("res.product_sid IS NOT NULL")
-        .select(
-            F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("g.key").alias("key"),
-            F.col("g.stripe_id").alias("stripe_id"), F.lit("replace_price").alias("operation"),
-            F.expr(
-                "to_json(named_struct('archive', g.stripe_id, "
-                f"'create', {_price_create_struct(', ' + chr(39) + 'transfer_lookup_key' + chr(39) + ', true')}, "
-                "'default_price_of', CASE WHEN op.default_price = g.stripe_id AND spr.product = res.product_sid "
-                "THEN res.product_sid END))"
-            ).alias("payload"),
-            _price_observed().alias("observed"), F.col("res.dep").alias("depends_on"),
-        )
-    )
-    no_product = no_product.unionByName(
-        replace_g.join(res, F.expr("ip.price_id = res.rp"), "left").filter("res.product_sid IS NULL").select(
-            F.lit("price").alias("entity"), F.col("g.key").alias("key"),
-            F.lit("product_not_in_stripe").alias("reason"),
-            F.to_json(F.struct(F.col("ip.price_id"), F.col("ip.product_id"))).alias("record"),
-        )
-    )
+    resolved = "res.product_sid IS NOT NULL"
 
-    pushed_pr = (
-        prd.filter("d.kind = 'field_mismatch' AND d.action = 'push' AND d.attribute IS NOT NULL")
-        .groupBy("d.key", "d.stripe_id").agg(F.array_sort(F.collect_set("d.attribute")).alias("attrs")).alias("g")
-        .join(ipr.alias("ip"), F.expr("g.key = ip.price_id"))
-        .join(spr.alias("spr"), F.expr("g.stripe_id = spr.id"), "left")
-    )
+    cand_create = prctx.where(f"g.create AND {has_ip}")
+    create_pr = cand_create.where(resolved).select(*_row(
+        1, "price", "create_price", F.expr(f"to_json({_price_create_struct()})"), F.lit(None).cast("string"),
+        depends_on=F.col("res.dep"), stripe_id=F.lit(None).cast("string"),
+    ))
+    replace_g = prctx.where(f"g.replace AND {has_ip} AND {ipr_eff}")
+    replace_keys = replace_g.select(F.col("g.key").alias("rkey")).distinct()
+    replace_pr = replace_g.where(resolved).select(*_row(
+        1, "price", "replace_price",
+        F.expr(
+            "to_json(named_struct('archive', g.stripe_id, "
+            f"'create', {_price_create_struct(', ' + chr(39) + 'transfer_lookup_key' + chr(39) + ', true')}, "
+            "'default_price_of', CASE WHEN op.default_price = g.stripe_id AND spr.product = res.product_sid "
+            "THEN res.product_sid END))"
+        ),
+        _price_observed(), depends_on=F.col("res.dep"),
+    ))
+    no_product_cols = (F.lit("price").alias("entity"), F.col("g.key").alias("key"),
+                       F.lit("product_not_in_stripe").alias("reason"),
+                       F.to_json(F.struct(F.col("ip.price_id"), F.col("ip.product_id"))).alias("record"))
+    no_product = (cand_create.where(f"NOT {resolved}").select(*no_product_cols)
+                  .unionByName(replace_g.where(f"NOT {resolved}").select(*no_product_cols)))
+
     pr_fields = ["'active', CASE WHEN array_contains(g.attrs, 'active') THEN true END"]
     for name, attr in cfg.attributes.price.items():
         if attr.stripe in MUTABLE_PRICE_PARAMS:
@@ -343,34 +324,18 @@ def build_corrections(
                 f"THEN coalesce(CAST(ip.{_q(attr.internal)} AS STRING), '') END"
             )
     pr_fields.sort()
+    pushed_pr = prctx.where(f"g.pushed AND {has_ip}")
     update_pr = (
-        pushed_pr.filter(ipr_eff)
-        .join(replace_keys.alias("rk"), F.expr("g.key = rk.rkey"), "left_anti")
-        .select(
-            F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("g.key").alias("key"),
-            F.col("g.stripe_id").alias("stripe_id"), F.lit("update_price").alias("operation"),
-            F.expr(f"to_json(named_struct({', '.join(pr_fields)}))").alias("payload"),
-            _price_observed().alias("observed"), F.lit(None).cast("string").alias("depends_on"),
-        )
-        .filter("payload <> '{}'")
+        pushed_pr.where(ipr_eff)
+        .join(small(replace_keys).alias("rk"), F.expr("g.key = rk.rkey"), "left_anti")
+        .select(*_row(1, "price", "update_price", F.expr(f"to_json(named_struct({', '.join(pr_fields)}))"),
+                      _price_observed()))
+        .where("payload <> '{}'")
     )
-    archive_pr = pushed_pr.filter(f"NOT {ipr_eff} AND array_contains(g.attrs, 'active')").select(
-        F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("g.key").alias("key"),
-        F.col("g.stripe_id").alias("stripe_id"), F.lit("archive_price").alias("operation"),
-        F.lit('{"active":false}').alias("payload"), _price_observed().alias("observed"),
-        F.lit(None).cast("string").alias("depends_on"),
-    )
-    orphan_pr = (
-        prd.filter("d.kind = 'missing_in_internal' AND d.action = 'archive' AND d.stripe_id IS NOT NULL")
-        .select("d.key", "d.stripe_id").distinct().alias("g")
-        .join(spr.alias("spr"), F.expr("g.stripe_id = spr.id"), "left")
-        .select(
-            F.lit(1).alias("seq"), F.lit("price").alias("entity"), F.col("g.key").alias("key"),
-            F.col("g.stripe_id").alias("stripe_id"), F.lit("archive_price").alias("operation"),
-            F.lit('{"active":false}').alias("payload"), _price_observed().alias("observed"),
-            F.lit(None).cast("string").alias("depends_on"),
-        )
-    )
+    archive_pr = pushed_pr.where(f"NOT {ipr_eff} AND array_contains(g.attrs, 'active')").select(*_row(
+        1, "price", "archive_price", F.lit('{"active":false}'), _price_observed()))
+    orphan_pr = prctx.where("g.orphan").select(*_row(
+        1, "price", "archive_price", F.lit('{"active":false}'), _price_observed()))
 
     parts = [create_p, update_p, create_pr, replace_pr, update_pr]
     if allow_archives:
@@ -386,6 +351,7 @@ def build_corrections(
         "seq": F.col("seq").cast("int"),
     })
 
+    d = disc.alias("d")
     internal = (
         d.filter("d.action = 'pull'")
         .select(
@@ -453,7 +419,8 @@ def plan(run: Any) -> dict[str, Any]:
         ready = silver.stored_ready(spark, cfg, tables.SILVER_STRIPE_PRODUCTS, sp, commits[tables.SILVER_STRIPE_PRODUCTS])
         sp = records.stripe_keyed(cfg, "product", sp, ready, frames=small_frames)
         frames = build_corrections(disc, ip, ipr, sp, spr, cfg, run.run_id, allow_archives=allow_archives,
-                                   small=small_hint, keep=small_frames.materialize)
+                                   small=small_hint, keep=small_frames.keep,
+                                   materialize=small_frames.materialize)
         corr = frames.corrections.cache()
         try:
             agg = corr.agg(
