@@ -26,12 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import Row, SparkSession
 
-from . import tables
 from .config import Config, Guard
 from .errors import InputError
+from .ledger import recent_ok
 
 #: Ledger count keys that may hold the landed internal product count (first one present wins).
 PRODUCT_COUNT_KEYS = ("products.silver_rows", "products.landed")
@@ -39,6 +38,8 @@ LAND_INTERNAL_STAGE = "land_internal"
 LAND_STRIPE_STAGE = "land_stripe"
 #: Stripe entities whose landed count (``<entity>.silver_rows`` in the ledger) the shrink check follows.
 STRIPE_ENTITIES = ("products", "prices")
+#: What :func:`ledger.recent_ok` returns: stage -> its newest successful ledger rows.
+Recent = dict[str, list[Row]]
 
 
 @dataclass(frozen=True)
@@ -108,38 +109,24 @@ def evaluate(guard: Guard, inp: GuardInput) -> Verdict:
     return Verdict(bool(reasons), reasons)
 
 
-def stripe_quarantined(spark: SparkSession, cfg: Config) -> int:
+def _landings(spark: SparkSession, cfg: Config, stage: str, recent: Recent | None) -> list[Row]:
+    """The two newest successful ledger rows of ``stage`` (newest first), from ``recent`` when the
+    caller already read the ledger (:func:`ledger.recent_ok`)."""
+    if recent is None or stage not in recent:
+        recent = recent_ok(spark, cfg, [stage])
+    return recent[stage][:2]
+
+
+def stripe_quarantined(spark: SparkSession, cfg: Config, recent: Recent | None = None) -> int:
     """Objects quarantined by the newest successful ``land_stripe`` (0 when there is none)."""
-    if not tables.exists(spark, cfg, tables.GOLD_RUNS):
-        return 0
-    row = (
-        tables.read(spark, cfg, tables.GOLD_RUNS)
-        .filter((F.col("stage") == LAND_STRIPE_STAGE) & (F.col("status") == "ok"))
-        .orderBy(F.col("started_at").desc(), F.col("run_id").desc())
-        .select(F.col("counts")["quarantined"].alias("q"))
-        .first()  # one ledger row, not row data
-    )
-    return int(row["q"] or 0) if row else 0
+    rows = _landings(spark, cfg, LAND_STRIPE_STAGE, recent)
+    return int((rows[0]["counts"] or {}).get("quarantined") or 0) if rows else 0
 
 
-def _last_two_landings(spark: SparkSession, cfg: Config, stage: str) -> list:
-    """The counts of the two newest successful ledger rows of ``stage`` (newest first)."""
-    if not tables.exists(spark, cfg, tables.GOLD_RUNS):
-        return []
-    return (
-        tables.read(spark, cfg, tables.GOLD_RUNS)
-        .filter((F.col("stage") == stage) & (F.col("status") == "ok"))
-        .orderBy(F.col("started_at").desc(), F.col("run_id").desc())
-        .select("counts")
-        .limit(2)
-        .collect()  # two ledger rows, not row data
-    )
-
-
-def stripe_snapshot_counts(spark: SparkSession, cfg: Config) -> tuple[Snapshot, ...]:
+def stripe_snapshot_counts(spark: SparkSession, cfg: Config, recent: Recent | None = None) -> tuple[Snapshot, ...]:
     """Stripe products and prices landed by the newest and the previous successful ``land_stripe``
     (``<entity>.silver_rows``); None where there is no such landing."""
-    rows = _last_two_landings(spark, cfg, LAND_STRIPE_STAGE)
+    rows = _landings(spark, cfg, LAND_STRIPE_STAGE, recent)
 
     def pick(i: int, entity: str) -> int | None:
         counts = rows[i]["counts"] if len(rows) > i else None
@@ -162,10 +149,11 @@ def refuse_empty_stripe(counts: dict[str, dict[str, int]], where: str, allow_emp
         )
 
 
-def internal_snapshot_counts(spark: SparkSession, cfg: Config) -> tuple[int | None, int | None]:
+def internal_snapshot_counts(spark: SparkSession, cfg: Config,
+                             recent: Recent | None = None) -> tuple[int | None, int | None]:
     """(latest, previous) internal product counts from the last two successful ``land_internal``
     ledger rows; None where there is no such run or no known count key."""
-    rows = _last_two_landings(spark, cfg, LAND_INTERNAL_STAGE)
+    rows = _landings(spark, cfg, LAND_INTERNAL_STAGE, recent)
 
     def pick(counts: dict[str, int] | None) -> int | None:
         for key in PRODUCT_COUNT_KEYS:

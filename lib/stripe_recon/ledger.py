@@ -15,17 +15,54 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, Row, SparkSession, Window
+from pyspark.sql import functions as F
 
 from . import tables
 from .config import Config
 from .errors import HeldError
 
 log = logging.getLogger(__name__)
+
+
+def newest_first() -> tuple[Column, Column]:
+    """The ledger's one meaning of "newest": the later start first, then the later run id."""
+    return F.col("started_at").desc(), F.col("run_id").desc()
+
+
+def recent_ok(spark: SparkSession, cfg: Config, stages: Iterable[str], n: int = 2,
+              run_id: str | None = None) -> dict[str, list[Row]]:
+    """The newest ``n`` successful ledger rows of each stage in ``stages`` (newest first), plus any
+    successful row of ``run_id`` further back, in one read of ``gold.runs``: ``{stage: [Row(run_id,
+    stage, started_at, counts)]}``. A stage that needs the ledger several times (plan: its source
+    detect run and the guard's landings) reads it once.
+
+    Example: ``recent_ok(spark, cfg, ["land_internal"])["land_internal"][0].counts``
+    """
+    stages = list(stages)
+    found: dict[str, list[Row]] = {s: [] for s in stages}
+    if not tables.exists(spark, cfg, tables.GOLD_RUNS):
+        return found
+    rank = F.row_number().over(Window.partitionBy("stage").orderBy(*newest_first()))
+    keep = F.col("_rank") <= n
+    if run_id is not None:
+        keep = keep | (F.col("run_id") == run_id)
+    rows = (
+        tables.read(spark, cfg, tables.GOLD_RUNS)
+        .where(F.col("stage").isin(stages) & (F.col("status") == "ok"))
+        .withColumn("_rank", rank)
+        .where(keep)
+        .orderBy("stage", "_rank")
+        .select("run_id", "stage", "started_at", "counts")
+        .collect()  # ledger rows: at most n per stage (+ the run's own)
+    )
+    for row in rows:
+        found[row["stage"]].append(row)
+    return found
 
 
 def new_run_id() -> str:

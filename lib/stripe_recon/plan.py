@@ -43,7 +43,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from . import guard as guard_mod
-from . import records, silver, tables
+from . import ledger, records, silver, tables
 from .config import Config
 from .errors import HeldError, InputError
 
@@ -377,19 +377,14 @@ def _correction_id() -> Column:
 
 # -- the stage --------------------------------------------------------------------------------------
 
-def _source_run_id(run: Any) -> str:
-    """The detect run to plan: this run's own detect, else the latest successful detect run."""
-    spark, cfg = run.spark, run.cfg
-    if tables.exists(spark, cfg, tables.GOLD_RUNS):
-        runs = tables.read(spark, cfg, tables.GOLD_RUNS).filter(
-            (F.col("stage") == DETECT_STAGE) & (F.col("status") == "ok"))
-        row = runs.agg(
-            F.max(F.when(F.col("run_id") == run.run_id, F.col("run_id"))).alias("own"),
-            F.max("run_id").alias("latest"),
-        ).first()
-        if row and (row["own"] or row["latest"]):
-            return row["own"] or row["latest"]
-    latest = tables.latest_run_id(spark, cfg, tables.GOLD_DISCREPANCIES)
+def _source_run_id(run: Any, recent: guard_mod.Recent) -> str:
+    """The detect run to plan: this run's own detect, else the newest successful detect run
+    (``recent``: :func:`ledger.recent_ok` with this run's rows)."""
+    detects = recent.get(DETECT_STAGE, [])
+    own = [r["run_id"] for r in detects if r["run_id"] == run.run_id]
+    if own or detects:
+        return (own or [detects[0]["run_id"]])[0]
+    latest = tables.latest_run_id(run.spark, run.cfg, tables.GOLD_DISCREPANCIES)
     if latest is None:
         raise InputError("no detect run found (gold.runs has no ok 'detect' row and gold.discrepancies is "
                          "empty): run `recon detect` first")
@@ -401,7 +396,9 @@ def plan(run: Any) -> dict[str, Any]:
     gold.internal_corrections and gold.plans. Raises :class:`HeldError` (exit 3) when held."""
     spark, cfg = run.spark, run.cfg
     with run.stage("plan") as st:
-        source = _source_run_id(run)
+        recent = ledger.recent_ok(spark, cfg, (DETECT_STAGE, guard_mod.LAND_INTERNAL_STAGE,
+                                               guard_mod.LAND_STRIPE_STAGE), run_id=run.run_id)
+        source = _source_run_id(run, recent)
         hint = "run `recon land internal`, `recon land stripe` and `recon detect` first"
         names = [tables.GOLD_DISCREPANCIES, tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRICES,
                  tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRICES]
@@ -432,13 +429,13 @@ def plan(run: Any) -> dict[str, Any]:
             counts = {op: int(agg[op] or 0) for op in PRODUCT_OPS + PRICE_OPS}
             n = int(agg["n"])
             archives = sum(counts[op] for op in ARCHIVE_OPS)
-            now, prev = guard_mod.internal_snapshot_counts(spark, cfg)
+            now, prev = guard_mod.internal_snapshot_counts(spark, cfg, recent)
             verdict = guard_mod.evaluate(cfg.guard, guard_mod.GuardInput(
                 writes=n, archives=archives, catalog=max(n_ip + n_ipr, n_stripe),
                 internal_now=now, internal_prev=prev,
                 creates=counts.get("create_product", 0) + counts.get("create_price", 0),
-                stripe_quarantined=guard_mod.stripe_quarantined(spark, cfg),
-                stripe_snapshots=guard_mod.stripe_snapshot_counts(spark, cfg)))
+                stripe_quarantined=guard_mod.stripe_quarantined(spark, cfg, recent),
+                stripe_snapshots=guard_mod.stripe_snapshot_counts(spark, cfg, recent)))
             reasons = list(verdict.reasons)
             if not allow_archives:
                 reasons.append("internal input is empty: no archive was planned")
