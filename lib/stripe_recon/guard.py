@@ -30,7 +30,7 @@ from pyspark.sql import Row, SparkSession
 
 from .config import Config, Guard
 from .errors import InputError
-from .ledger import recent_ok
+from .ledger import Recent, recent_ok
 
 #: Ledger count keys that may hold the landed internal product count (first one present wins).
 PRODUCT_COUNT_KEYS = ("products.silver_rows", "products.landed")
@@ -38,8 +38,6 @@ LAND_INTERNAL_STAGE = "land_internal"
 LAND_STRIPE_STAGE = "land_stripe"
 #: Stripe entities whose landed count (``<entity>.silver_rows`` in the ledger) the shrink check follows.
 STRIPE_ENTITIES = ("products", "prices")
-#: What :func:`ledger.recent_ok` returns: stage -> its newest successful ledger rows.
-Recent = dict[str, list[Row]]
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,17 @@ from .errors import HeldError
 log = logging.getLogger(__name__)
 
 
+#: What :func:`recent_ok` returns: stage -> its newest successful ledger rows, newest first.
+Recent = dict[str, list[Row]]
+
+
 def newest_first() -> tuple[Column, Column]:
     """The ledger's one meaning of "newest": the later start first, then the later run id."""
     return F.col("started_at").desc(), F.col("run_id").desc()
 
 
 def recent_ok(spark: SparkSession, cfg: Config, stages: Iterable[str], n: int = 2,
-              run_id: str | None = None) -> dict[str, list[Row]]:
+              run_id: str | None = None) -> Recent:
     """The newest ``n`` successful ledger rows of each stage in ``stages`` (newest first), plus any
     successful row of ``run_id`` further back, in one read of ``gold.runs``: ``{stage: [Row(run_id,
     stage, started_at, counts)]}``. A stage that needs the ledger several times (plan: its source
@@ -44,7 +48,7 @@ def recent_ok(spark: SparkSession, cfg: Config, stages: Iterable[str], n: int = 
     Example: ``recent_ok(spark, cfg, ["land_internal"])["land_internal"][0].counts``
     """
     stages = list(stages)
-    found: dict[str, list[Row]] = {s: [] for s in stages}
+    found: Recent = {s: [] for s in stages}
     if not tables.exists(spark, cfg, tables.GOLD_RUNS):
         return found
     rank = F.row_number().over(Window.partitionBy("stage").orderBy(*newest_first()))

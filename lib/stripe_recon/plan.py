@@ -377,13 +377,13 @@ def _correction_id() -> Column:
 
 # -- the stage --------------------------------------------------------------------------------------
 
-def _source_run_id(run: Any, recent: guard_mod.Recent) -> str:
+def _source_run_id(run: Any, recent: ledger.Recent) -> str:
     """The detect run to plan: this run's own detect, else the newest successful detect run
     (``recent``: :func:`ledger.recent_ok` with this run's rows)."""
     detects = recent.get(DETECT_STAGE, [])
-    own = [r["run_id"] for r in detects if r["run_id"] == run.run_id]
-    if own or detects:
-        return (own or [detects[0]["run_id"]])[0]
+    if detects:
+        own = [r["run_id"] for r in detects if r["run_id"] == run.run_id]
+        return own[0] if own else detects[0]["run_id"]
     latest = tables.latest_run_id(run.spark, run.cfg, tables.GOLD_DISCREPANCIES)
     if latest is None:
         raise InputError("no detect run found (gold.runs has no ok 'detect' row and gold.discrepancies is "

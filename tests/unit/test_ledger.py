@@ -6,7 +6,7 @@ import pytest
 
 from stripe_recon import tables
 from stripe_recon.errors import HeldError
-from stripe_recon.ledger import Run, new_run_id
+from stripe_recon.ledger import Run, new_run_id, recent_ok
 
 
 def test_run_ids_sort_by_time_and_are_unique():
@@ -34,3 +34,22 @@ def test_stage_rows_record_status_counts_and_versions(spark, cfg):
     assert (rows["plan"].status, rows["plan"].message) == ("held", "too many changes")
     assert (rows["push"].status, rows["push"].message) == ("failed", "ValueError: boom")
     assert {r.run_id for r in rows.values()} == {"r1"}
+
+
+def test_recent_ok_reads_the_newest_ok_rows_of_each_stage_once(spark, cfg):
+    assert recent_ok(spark, cfg, ["detect"]) == {"detect": []}  # no ledger yet
+    for run_id in ("a", "b", "c"):
+        with Run.new(spark, cfg, run_id=run_id).stage("detect") as st:
+            st.counts["discrepancies"] = ord(run_id)
+    with pytest.raises(ValueError):
+        with Run.new(spark, cfg, run_id="d").stage("detect"):  # failed: never "newest"
+            raise ValueError("boom")
+    with Run.new(spark, cfg, run_id="e").stage("land_stripe"):
+        pass
+    recent = recent_ok(spark, cfg, ["detect", "land_stripe", "plan"])
+    assert [r.run_id for r in recent["detect"]] == ["c", "b"]
+    assert recent["detect"][0].counts == {"discrepancies": ord("c")}
+    assert [r.run_id for r in recent["land_stripe"]] == ["e"]
+    assert recent["plan"] == []
+    # a run's own rows come along even when they are not among the newest n
+    assert [r.run_id for r in recent_ok(spark, cfg, ["detect"], n=1, run_id="a")["detect"]] == ["c", "a"]
