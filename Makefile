@@ -55,7 +55,7 @@ run: $(STAMP) jars
 	@bash scripts/make_run.sh "$(RUN_DIR)" "$(PRODUCTS)" $(ARGS)
 
 test: $(STAMP) jars $(STRIPE_MOCK) services
-	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not cdc and not chaos and not incremental" $(PYTEST_ARGS)
+	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not cdc and not chaos and not incremental" --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) jars
 	$(BIN)/python -m pytest -q -m "not slow and not cdc and not chaos and not incremental" $(PYTEST_ARGS)
@@ -63,7 +63,7 @@ test-fast: $(STAMP) jars
 # Starts the stack (jars cached in .cache/cdc), runs the tests marked cdc, stops every process it started.
 test-cdc: $(STAMP) jars
 	bash scripts/cdc_services.sh start
-	RECON_CDC_REQUIRED=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m cdc $(PYTEST_ARGS); \
+	RECON_CDC_REQUIRED=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m cdc --timeout=1200 $(PYTEST_ARGS); \
 	    rc=$$?; bash scripts/cdc_services.sh stop; exit $$rc
 
 # The incremental lane: chained rounds of random change sets (CDC events, a changed Stripe export),
@@ -75,14 +75,14 @@ test-incremental: $(STAMP) jars
 # `chaos`, left out of `make test`): real processes, the emulator with faults on, seeded SIGKILLs,
 # concurrent writers and a replay; prints its figures (CHAOS_SEED=N to vary).
 test-chaos: $(STAMP) jars
-	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m chaos tests/chaos tests/e2e/test_convergence.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m chaos --timeout=2400 tests/chaos tests/e2e/test_convergence.py $(PYTEST_ARGS)
 
 $(COMPAT_STAMP): setup.py
 	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/pip install -q --upgrade pip
 	$(COMPAT_VENV)/bin/pip install -q "pyspark>=3.5.3,<3.6" "delta-spark>=3.3,<3.4" \
 	    "great-expectations[spark]>=1.19,<2" "stripe>=16,<17" boto3 "pydantic>=2.6,<3" PyYAML \
-	    pytest "moto[server]>=5" hypothesis psutil
+	    pytest pytest-timeout "moto[server]>=5" hypothesis psutil
 	$(COMPAT_VENV)/bin/pip install -q --no-deps -e .
 	touch $(COMPAT_STAMP)
 

@@ -32,6 +32,7 @@ SPARK = [
 ]
 DEV = SPARK + [
     "pytest>=8",
+    "pytest-timeout>=2.3",  # a hung test fails by name (pytest.ini: timeout) instead of stalling CI
     "chispa>=0.10",
     "moto[server]>=5",
     "ruff>=0.5",
