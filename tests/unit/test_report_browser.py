@@ -50,7 +50,8 @@ def _render(profile: Path, *args: str) -> tuple[int | None, str, str, list[str]]
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)  # a process stuck in the kernel cannot be reaped: do not wait on it
     return code, out.read_text(), err.read_text()[-2000:], cmd
 
 
