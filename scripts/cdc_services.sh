@@ -239,7 +239,8 @@ case "${1:-start}" in
     write_env
     log "PostgreSQL 127.0.0.1:$PG_PORT/$PG_DB -> Debezium (Connect :$CONNECT_PORT) -> Kafka 127.0.0.1:$KAFKA_PORT topic $TOPIC"
     ;;
+  fetch) jars ;;  # the jars only (CI fetches them while other tests run)
   stop) stop ;;
   env) cat "$STATE/env" ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|fetch|stop|env" >&2; exit 2 ;;
 esac
