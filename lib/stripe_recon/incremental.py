@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from . import __version__, records, silver, tables
+from . import __version__, ledger, records, silver, tables
 from . import normalise as N
 from .config import Config
 from .unknown import quarantined_keys
@@ -74,13 +74,7 @@ def spec_id(spark: SparkSession, cfg: Config) -> int:
 
 def base_run(run, spec: int) -> Base:
     """The latest ok detect of another run, when its rows can be built on; else :class:`NoBase`."""
-    spark, cfg = run.spark, run.cfg
-    if not tables.exists(spark, cfg, tables.GOLD_RUNS):
-        raise NoBase("no earlier detect run")
-    row = (tables.read(spark, cfg, tables.GOLD_RUNS)
-           .where((F.col("stage") == "detect") & (F.col("status") == "ok") & (F.col("run_id") != run.run_id))
-           .orderBy(F.col("finished_at").desc(), F.col("run_id").desc())
-           .select("run_id", "counts", "versions_read").first())
+    row = ledger.latest_ok(run.spark, run.cfg, "detect", ["run_id", "counts", "versions_read"], other_than=run.run_id)
     if row is None:
         raise NoBase("no earlier detect run")
     counts, versions = dict(row["counts"] or {}), dict(row["versions_read"] or {})

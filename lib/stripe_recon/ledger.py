@@ -69,6 +69,25 @@ def recent_ok(spark: SparkSession, cfg: Config, stages: Iterable[str], n: int = 
     return found
 
 
+def latest_ok(spark: SparkSession, cfg: Config, stages: str | Iterable[str], columns: Iterable[str | Column],
+              other_than: str | None = None, where: Column | str | None = None) -> Row | None:
+    """``columns`` of the newest (:func:`newest_first`) successful ledger row of ``stages`` (one stage or
+    several), of a run other than ``other_than`` when given and matching ``where`` when given; None when
+    there is none (or no ledger yet). One read of ``gold.runs``, one row back.
+
+    Example: ``latest_ok(spark, cfg, "detect", ["run_id", "counts"], other_than=run.run_id)``
+    """
+    if not tables.exists(spark, cfg, tables.GOLD_RUNS):
+        return None
+    stages = [stages] if isinstance(stages, str) else list(stages)
+    rows = tables.read(spark, cfg, tables.GOLD_RUNS).where(F.col("stage").isin(stages) & (F.col("status") == "ok"))
+    if other_than is not None:
+        rows = rows.where(F.col("run_id") != other_than)
+    if where is not None:
+        rows = rows.where(where)
+    return rows.orderBy(*newest_first()).select(*columns).first()  # one ledger row
+
+
 def new_run_id() -> str:
     """Sortable by time (later runs compare greater), unique across concurrent starts."""
     now = dt.datetime.now(dt.timezone.utc)

@@ -23,7 +23,7 @@ from typing import Any
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from . import tables, unknown
+from . import ledger, tables, unknown
 from .config import Config
 from .console import describe
 from .detect import KINDS
@@ -45,16 +45,9 @@ def resolve_run_id(spark: SparkSession, cfg: Config, run_id: str = "latest") -> 
     """``latest`` -> the run of the most recent successful detect stage in the ledger."""
     if run_id and run_id != "latest":
         return run_id
-    if tables.exists(spark, cfg, tables.GOLD_RUNS):
-        row = (
-            tables.read(spark, cfg, tables.GOLD_RUNS)
-            .where("stage = 'detect' AND status = 'ok'")
-            .orderBy(F.col("finished_at").desc(), F.col("run_id").desc())
-            .select("run_id")
-            .first()
-        )
-        if row:
-            return row[0]
+    row = ledger.latest_ok(spark, cfg, "detect", ["run_id"])
+    if row:
+        return row[0]
     latest = tables.latest_run_id(spark, cfg, tables.GOLD_DISCREPANCIES)
     if latest is None:
         raise InputError(
@@ -198,7 +191,7 @@ def _history(spark: SparkSession, cfg: Config, run_id: str) -> list[dict[str, An
     rows = (
         tables.read(spark, cfg, tables.GOLD_RUNS)
         .where((F.col("stage") == "detect") & (F.col("status") == "ok") & (F.col("run_id") <= run_id))
-        .groupBy("run_id").agg(F.max_by("counts", "finished_at").alias("counts"))
+        .groupBy("run_id").agg(F.max_by("counts", "started_at").alias("counts"))  # its newest attempt
         .orderBy(F.col("run_id").desc()).limit(HISTORY_RUNS).collect()
     )
     return [{"run_id": r["run_id"], "by_kind": {k: int((r["counts"] or {}).get(k, 0)) for k in KINDS}}

@@ -53,7 +53,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from . import gx_suites, quarantine, tables
+from . import gx_suites, ledger, quarantine, tables
 from .errors import HeldError
 from .quarantine import REASONS
 from .unknown import QUARANTINE_RUNS
@@ -534,13 +534,7 @@ def _hold_corrections(run, rejected: DataFrame) -> None:
 
 def _previous_valid_counts(run) -> dict[str, int]:
     """Valid rows per suite from the latest ``ok`` validate_inputs ledger row of another run."""
-    runs = tables.read_or_empty(run.spark, run.cfg, tables.GOLD_RUNS, tables.RUNS_SCHEMA)
-    row = (
-        runs.filter((F.col("stage") == STAGE_INPUTS) & (F.col("status") == "ok") & (F.col("run_id") != run.run_id))
-        .orderBy(F.col("finished_at").desc(), F.col("run_id").desc())
-        .select("counts")
-        .first()
-    )
+    row = ledger.latest_ok(run.spark, run.cfg, STAGE_INPUTS, ["counts"], other_than=run.run_id)
     counts = (row["counts"] or {}) if row else {}
     return {name: int(counts[f"{name}.valid"]) for name, _ in INPUT_SUITES if f"{name}.valid" in counts}
 

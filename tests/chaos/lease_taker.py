@@ -1,6 +1,7 @@
-"""One process of the lease race (tests/chaos/test_chaos.py): ``python lease_taker.py NAME START ROOT...``.
+"""One process of the lease race (tests/chaos/test_chaos.py): ``python lease_taker.py NAME SYNC ROOT...``.
 
-For each ROOT it waits until START + 25 s x round, then takes that root's lease once (the table is
+Once its JVM is warm it writes ``SYNC/ready-NAME`` and waits for ``SYNC/go`` (the race's START, epoch
+seconds, written when every taker is ready). For each ROOT it waits until START + 25 s x round, then takes that root's lease once (the table is
 created by whichever taker gets there first) and prints one JSON line: the round, whether it won,
 the Delta conflicts its tries lost (exception class names), for a winner when it took the lease and
 when it began to release it (epoch seconds), and for a loser the refusal message.
@@ -33,7 +34,8 @@ def main() -> None:
     from stripe_recon.config import load_config
     from stripe_recon.spark import get_spark
 
-    name, start, roots = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+    name, sync, roots = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    start = None
     conflicts = _Conflicts()
     logging.getLogger("stripe_recon.lease").addHandler(conflicts)
     logging.getLogger("stripe_recon.lease").setLevel(logging.DEBUG)
@@ -45,6 +47,11 @@ def main() -> None:
         if spark is None:
             spark = get_spark(cfg)
             spark.range(1).count()  # warm the JVM before the first round
+            (sync / f"ready-{name}").write_text("ready")
+            go = sync / "go"
+            while not (go.exists() and go.read_text().strip()):
+                time.sleep(0.05)
+            start = float(go.read_text())
         at = start + 25 * i
         while time.time() < at:
             time.sleep(0.005)

@@ -404,11 +404,19 @@ def test_one_of_three_processes_takes_the_lease_and_the_losers_conflict(tmp_path
     winner's names the Delta conflict it lost (ConcurrentAppendException: the winner rewrote the one file its
     UPDATE read)."""
     roots = [str(tmp_path / f"root{i}") for i in range(3)]
-    at = time.time() + 75  # time for three JVMs to start on a busy machine
+    sync = tmp_path / "sync"
+    sync.mkdir()
     logs = {name: tmp_path / f"taker-{name}.log" for name in ("a", "b", "c")}
-    procs = [subprocess.Popen([sys.executable, str(REPO / "tests" / "chaos" / "lease_taker.py"), name, str(at), *roots],
+    procs = [subprocess.Popen([sys.executable, str(REPO / "tests" / "chaos" / "lease_taker.py"), name, str(sync), *roots],
                               env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=logs[name].open("w"), text=True)
              for name in logs]
+    # the race starts when all three JVMs are warm (each writes sync/ready-NAME), not after a guessed delay
+    wait_for(lambda: all((sync / f"ready-{name}").exists() for name in logs) or any(p.poll() is not None for p in procs),
+             "three warm lease takers", timeout=600)
+    for name, p in zip(logs, procs, strict=True):
+        assert p.poll() is None, logs[name].read_text()[-3000:]
+    (sync / "go.tmp").write_text(str(time.time() + 2))
+    (sync / "go.tmp").rename(sync / "go")  # all at once: a taker never reads half a number
     results = []
     for name, p in zip(logs, procs, strict=True):
         out, _ = p.communicate(timeout=300)

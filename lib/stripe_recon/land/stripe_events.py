@@ -44,9 +44,10 @@ from typing import Any
 
 import stripe
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
+from .. import ledger
 from .. import stripe_requests as sr
-from .. import tables
 from ..config import Config
 from ..push import Sender
 from ..ratelimit import global_bucket
@@ -74,12 +75,8 @@ class EventsExport:
 
 def last_cursor(spark: SparkSession, cfg: Config) -> int | None:
     """The cursor the last ok events or full export recorded in gold.runs, or None."""
-    if not tables.exists(spark, cfg, tables.GOLD_RUNS):
-        return None
-    stages = ", ".join(f"'{s}'" for s in (STAGE, FULL_EXPORT_STAGE))
-    row = (tables.read(spark, cfg, tables.GOLD_RUNS)
-           .where(f"status = 'ok' AND stage IN ({stages}) AND counts['{CURSOR}'] IS NOT NULL")
-           .orderBy("finished_at", ascending=False).selectExpr(f"counts['{CURSOR}']").first())  # one ledger row
+    cursor = F.col("counts")[CURSOR]
+    row = ledger.latest_ok(spark, cfg, (STAGE, FULL_EXPORT_STAGE), [cursor], where=cursor.isNotNull())
     return int(row[0]) if row else None
 
 
