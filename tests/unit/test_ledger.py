@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pyspark.sql import functions as F
 
 from stripe_recon import tables
 from stripe_recon.errors import HeldError
-from stripe_recon.ledger import Run, new_run_id, recent_ok
+from stripe_recon.ledger import Run, latest_ok, new_run_id, recent_ok
 
 
 def test_run_ids_sort_by_time_and_are_unique():
@@ -53,3 +54,20 @@ def test_recent_ok_reads_the_newest_ok_rows_of_each_stage_once(spark, cfg):
     assert recent["plan"] == []
     # a run's own rows come along even when they are not among the newest n
     assert [r.run_id for r in recent_ok(spark, cfg, ["detect"], n=1, run_id="a")["detect"]] == ["c", "a"]
+
+
+def test_latest_ok_is_the_newest_ok_row_of_its_stages_other_runs_and_condition(spark, cfg):
+    assert latest_ok(spark, cfg, "detect", ["run_id"]) is None  # no ledger yet
+    for run_id, stage, n in (("a", "detect", 1), ("b", "land_stripe", 2), ("c", "detect", None)):
+        with Run.new(spark, cfg, run_id=run_id).stage(stage) as st:
+            if n is not None:
+                st.counts["n"] = n
+    with pytest.raises(ValueError):
+        with Run.new(spark, cfg, run_id="d").stage("detect"):  # failed: never the latest ok
+            raise ValueError("boom")
+    assert latest_ok(spark, cfg, "detect", ["run_id"]).run_id == "c"
+    assert latest_ok(spark, cfg, "detect", ["run_id"], other_than="c").run_id == "a"
+    assert latest_ok(spark, cfg, ("detect", "land_stripe"), ["run_id"]).run_id == "c"
+    n = F.col("counts")["n"]
+    assert tuple(latest_ok(spark, cfg, ("detect", "land_stripe"), ["run_id", n], where=n.isNotNull())) == ("b", 2)
+    assert latest_ok(spark, cfg, "plan", ["run_id"]) is None
