@@ -17,7 +17,7 @@ ARGS ?=
 export GX_ANALYTICS_ENABLED := false
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: help venv jars run test test-fast test-chaos test-compat test-cdc test-incremental lint bench bench-e2e bench-incremental dist clean services stripe-mock
+.PHONY: help venv jars run test test-fast test-chaos test-compat test-cdc test-incremental test-cluster lint bench bench-e2e bench-incremental dist clean services stripe-mock
 
 help:
 	@echo "make run          generate a catalog, start the local Stripe emulator, run the whole job"
@@ -26,6 +26,7 @@ help:
 	@echo "make test-compat  the end-to-end tests on pyspark 3.5 + delta-spark 3.3 (AWS Glue 5.0)"
 	@echo "make test-cdc     the real CDC stack (PostgreSQL -> Debezium -> Kafka) and the tests marked cdc"
 	@echo "make test-incremental  detect --incremental vs a full detect over chained random change sets"
+	@echo "make test-cluster  recon run through spark-submit on a real standalone master and worker"
 	@echo "make lint | bench | dist | clean"
 
 $(STAMP): setup.py
@@ -55,10 +56,15 @@ run: $(STAMP) jars
 	@bash scripts/make_run.sh "$(RUN_DIR)" "$(PRODUCTS)" $(ARGS)
 
 test: $(STAMP) jars $(STRIPE_MOCK) services
-	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not cdc and not chaos and not incremental" --durations=25 $(PYTEST_ARGS)
+	STRIPE_MOCK_BIN=$(STRIPE_MOCK) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not cdc and not chaos and not incremental and not cluster" --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) jars
-	$(BIN)/python -m pytest -q -m "not slow and not cdc and not chaos and not incremental" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not cdc and not chaos and not incremental and not cluster" $(PYTEST_ARGS)
+
+# The cluster lane: a standalone Spark master and worker (from the pip package) and `recon run` through
+# spark-submit --py-files dist/stripe_recon.zip against the emulator, checked against truth.jsonl.
+test-cluster: $(STAMP) jars
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m cluster $(PYTEST_ARGS)
 
 # Starts the stack (jars cached in .cache/cdc), runs the tests marked cdc, stops every process it started.
 test-cdc: $(STAMP) jars

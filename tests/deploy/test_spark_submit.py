@@ -102,6 +102,7 @@ def _packages() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_recon_run_on_a_standalone_cluster(standalone_cluster, spark, tmp_path):
     from stripe_recon import tables
     from stripe_recon.config import load_config
