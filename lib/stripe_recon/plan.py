@@ -101,14 +101,6 @@ def _primary_products(sp: DataFrame) -> DataFrame:
             .select(F.col(records.KEY).alias("pkey"), F.col("id").alias("sid")))
 
 
-def _only(big: DataFrame, column: str, keys: DataFrame, hint: Callable[[DataFrame], DataFrame]) -> DataFrame:
-    """The rows of a silver table whose ``column`` is among ``keys`` (one column; small: derived from
-    one run's discrepancies), as a semi join with ``keys`` broadcast: the big side is scanned once,
-    never shuffled, and every join after it is between small frames."""
-    k = keys.select(keys.columns[0]).where(F.col(keys.columns[0]).isNotNull()).distinct()
-    return big.join(hint(k), big[column] == k[k.columns[0]], "left_semi")
-
-
 def _product_observed(cfg: Config) -> Column:
     fields = ["'active', sp.active", f"'metadata', {_sorted_map('sp.metadata')}"]
     for name, attr in sorted(cfg.attributes.product.items()):
@@ -202,8 +194,8 @@ def build_corrections(
     its internal row and its Stripe row (prices also with the product resolution and the old price's
     product). Every kind of correction is then a filter and a projection of one context frame, so
     the plan joins each silver table once, whatever the number of correction kinds. Each silver table
-    is first cut down to the rows the discrepancies name (:func:`_only`, with ``small`` applied to the
-    key sets: a broadcast hint while they are small), so no join shuffles a whole table. ``keep``
+    is first cut down to the rows the discrepancies name (:func:`records.rows_named`, with ``small``
+    applied to the key sets: a broadcast hint while they are small), so no join shuffles a whole table. ``keep``
     (lazy persist) is applied to the cut tables used twice, ``materialize`` to the two context frames
     (the stage computes them once, each in one job, and every correction kind reads them from memory).
     """
@@ -211,13 +203,13 @@ def build_corrections(
         sp = records.stripe_keyed(cfg, "product", sp, ready=False)
     pgroups = _groups(disc, "product").alias("g")
     prgroups = _groups(disc, "price").alias("g")
-    ip = _only(ip, "product_id", pgroups.select("key"), small)
-    ipr = keep(_only(ipr, "price_id", prgroups.select("key"), small))
-    spr = keep(_only(spr, "id", prgroups.select("stripe_id"), small))
+    ip = records.rows_named(ip, "product_id", pgroups.select("key"), small)
+    ipr = keep(records.rows_named(ipr, "price_id", prgroups.select("key"), small))
+    spr = keep(records.rows_named(spr, "id", prgroups.select("stripe_id"), small))
     sp_all = sp
-    sp = keep(_only(sp, "id", pgroups.select("stripe_id").unionByName(spr.select(F.col("product").alias("stripe_id"))),
-                    small))
-    prim = _only(_primary_products(sp_all), "pkey", ipr.select("product_id"), small).alias("prim")
+    named_products = pgroups.select("stripe_id").unionByName(spr.select(F.col("product").alias("stripe_id")))
+    sp = keep(records.rows_named(sp, "id", named_products, small))
+    prim = records.rows_named(_primary_products(sp_all), "pkey", ipr.select("product_id"), small).alias("prim")
     ip_eff = "(coalesce(ip.active, true) AND ip.deleted_at IS NULL)"
 
     # -- products: g (the group), ip (its internal row), sp (its Stripe row) -------------------

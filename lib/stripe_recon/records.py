@@ -27,6 +27,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -83,6 +85,17 @@ class SmallFrames:
         for df in self.frames:
             df.unpersist()
         self.frames.clear()
+
+
+def rows_named(big: DataFrame, column: str, keys: DataFrame,
+               hint: Callable[[DataFrame], DataFrame] = F.broadcast) -> DataFrame:
+    """The rows of ``big`` (a whole silver or control table) whose ``column`` is among ``keys`` (its first
+    column; nulls and repeats dropped), as a semi join with ``hint`` applied to the keys (a broadcast
+    while they are few): the big side is scanned once and never shuffled, so every join after it is
+    between small frames. Plan cuts silver to the keys of one run's discrepancies with it, a CDC
+    landing to the keys its change events name."""
+    k = keys.select(keys.columns[0]).where(F.col(keys.columns[0]).isNotNull()).distinct()
+    return big.join(hint(k), big[column] == k[k.columns[0]], "left_semi")
 
 
 def join_small(df: DataFrame, small: DataFrame, left_key: Column, right_key: str, broadcast_max: int,

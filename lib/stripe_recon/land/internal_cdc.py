@@ -79,7 +79,8 @@ def land_internal_cdc(run: Run, path: str | None = None, servers: str | None = N
             result: dict[str, Any] = {}
             manifest_rows = []
             for plural, spec in SPECS.items():
-                counts, pub = _apply(run, spec, changes.changes(plural), source, spec_id, where, frames)
+                counts, pub = _apply(run, spec, changes.changes(plural), events[f"{plural}.rows"], source, spec_id,
+                                     where, frames)
                 counts["superseded"] = events[f"{plural}.changes"] - events[f"{plural}.rows"]
                 result[plural] = counts
                 if pub is not None:
@@ -126,16 +127,26 @@ def _as_text(df: DataFrame, name: str) -> Column:
     return col.cast("string")
 
 
-def _apply(run: Run, spec: EntitySpec, change_rows: DataFrame, source: str, spec_id: str, where: str,
-           frames: records.SmallFrames) -> tuple[dict[str, int], Any]:
-    """Apply one entity's change rows (one per key); returns (counts, Published or None)."""
+def _apply(run: Run, spec: EntitySpec, change_rows: DataFrame, n_changes: int, source: str, spec_id: str,
+           where: str, frames: records.SmallFrames) -> tuple[dict[str, int], Any]:
+    """Apply one entity's change rows (one per key, ``n_changes`` of them); returns (counts, Published
+    or None).
+
+    Silver and the positions table are first cut to the keys the changes name
+    (:func:`records.rows_named`, the keys broadcast while there are at most
+    ``detect.broadcast_max_rows``): each is scanned once and never shuffled, so the cost of applying a
+    few changes does not grow with the tables' size."""
     spark, cfg = run.spark, run.cfg
     key = spec.key
     columns = [c for c in change_rows.columns if not c.startswith("_")]
-    positions = tables.read_or_empty(spark, cfg, POSITIONS, tables.CDC_POSITIONS_SCHEMA).where(
-        F.col("entity") == spec.entity).select(F.col("key").alias("_p_key"), F.col("lsn").alias("_p_lsn"),
-                                                F.col("ts_ms").alias("_p_ts_ms"))
-    held = tables.read(spark, cfg, spec.silver) if tables.exists(spark, cfg, spec.silver) else None
+    hint = F.broadcast if n_changes <= cfg.detect.broadcast_max_rows else (lambda df: df)
+    named = change_rows.select(key)
+    positions = records.rows_named(
+        tables.read_or_empty(spark, cfg, POSITIONS, tables.CDC_POSITIONS_SCHEMA).where(F.col("entity") == spec.entity),
+        "key", named, hint,
+    ).select(F.col("key").alias("_p_key"), F.col("lsn").alias("_p_lsn"), F.col("ts_ms").alias("_p_ts_ms"))
+    held = (records.rows_named(tables.read(spark, cfg, spec.silver), key, named, hint)
+            if tables.exists(spark, cfg, spec.silver) else None)
     rows = change_rows.join(positions, change_rows[key] == F.col("_p_key"), "left")
     if held is not None:
         rows = rows.join(held.select(F.col(key).alias("_s_key"), *[_as_text(held, c).alias(f"_s_{c}")
