@@ -29,8 +29,9 @@ def _prod(pid: str, name: str | None, **more) -> dict:
 
 def _recon(capsys, root, *argv: str) -> dict:
     code = main([*argv, "--json", "--config", CONF, "--set", f"storage.root={root}"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    cap = capsys.readouterr()
+    out = cap.out
+    assert code == 0, cap.err
     return json.loads(out[out.index("{"):])
 
 

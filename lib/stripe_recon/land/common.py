@@ -290,7 +290,8 @@ def mark_latest_versions(flagged: DataFrame, broadcast_max: int, frames: records
 
 def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[str], frames: records.SmallFrames,
             *, metadata: dict[str, Any], products: DataFrame | None = None, products_version: int | None = None,
-            changes_only: bool = False, context: Callable[[DataFrame], DataFrame] | None = None) -> Published:
+            changes_only: bool = False, one_per_key: bool = False,
+            context: Callable[[DataFrame], DataFrame] | None = None) -> Published:
     """Silver for one entity from its flagged records (pass B); returns the counts and the rejected rows.
 
     ``flagged``: the typed silver columns, ``_reasons`` (land's row rules), ``_suite_reasons``,
@@ -298,10 +299,14 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
     landing record (spec, run, input manifest) stored with the silver commit. ``changes_only``: the
     records are changes (CDC), not a snapshot: silver keys they do not name are kept. ``context``:
     given the clean rows, the silver rows derived and MERGEd with them (land/stripe_changes.py: the
-    per-key columns of a change depend on the other records of its key)."""
+    per-key columns of a change depend on the other records of its key). ``one_per_key``: no key can
+    repeat (CDC change rows: land/cdc_events.py keeps each key's newest change), so internal records
+    skip the repeated-key check and its aggregation."""
     cfg = run.cfg
     bmax = cfg.detect.broadcast_max_rows
-    if spec.side == "internal":
+    if spec.side == "internal" and one_per_key:
+        marked = flagged.withColumn("_loser", F.lit(False))
+    elif spec.side == "internal":
         marked = mark_repeated_keys(flagged, spec.key, bmax, frames).withColumn("_loser", F.lit(False))
     else:
         marked = mark_latest_versions(flagged, bmax, frames)

@@ -184,7 +184,7 @@ def _apply(run: Run, spec: EntitySpec, change_rows: DataFrame, n_changes: int, s
         flagged = _flagged(run, spec.plural, arrived)
         landing = {"spec": spec_id, "run_id": run.run_id, "input": {"cdc": where}}
         pub = publish(run, spec, flagged, [r.name for r in suite_rules(run, spec)], frames, metadata=landing,
-                      changes_only=True)
+                      changes_only=True, one_per_key=True)
         counts.update(pub.counts)
     if n - n_stale > 0:
         _record_positions(run, spec, change_rows)
