@@ -144,7 +144,8 @@ OUT_COLS = ["seq", "entity", "key", "stripe_id", "operation", "payload", "observ
 def _groups(disc: DataFrame, entity: str) -> DataFrame:
     """One row per (key, stripe_id) of one entity's discrepancies, with what the planner asks of them:
     the pushed attributes (sorted) and whether a create, a replace or an orphan archive was decided.
-    A ``missing_in_stripe`` row has no stripe id, so a key's create is one group."""
+    A ``missing_in_stripe`` row has no stripe id, so a key's create is one group. ``key_replaced``:
+    some group of the same key asks for a replace (its in-place update is then left to the new price)."""
     push = "kind = 'field_mismatch' AND action = 'push' AND attribute IS NOT NULL"
     return (
         disc.where(F.col("entity") == entity)
@@ -157,18 +158,27 @@ def _groups(disc: DataFrame, entity: str) -> DataFrame:
             F.expr("count_if(kind = 'missing_in_internal' AND action = 'archive' AND stripe_id IS NOT NULL) > 0")
             .alias("orphan"),
         )
+        .withColumn("key_replaced", F.expr("max(replace) OVER (PARTITION BY key)"))
     )
 
 
 def _row(seq: int, entity: str, operation: str, payload: Column, observed: Column,
-         depends_on: Column | None = None, stripe_id: Column | None = None) -> list[Column]:
-    """The OUT_COLS of one correction built from a context row (``g`` = its discrepancy group)."""
-    return [
+         depends_on: Column | None = None, stripe_id: Column | None = None) -> Column:
+    """One correction (a struct of OUT_COLS) built from a context row (``g`` = its discrepancy group)."""
+    return F.struct(
         F.lit(seq).alias("seq"), F.lit(entity).alias("entity"), F.col("g.key").alias("key"),
         (F.col("g.stripe_id") if stripe_id is None else stripe_id).alias("stripe_id"),
         F.lit(operation).alias("operation"), payload.alias("payload"), observed.alias("observed"),
         (F.lit(None).cast("string") if depends_on is None else depends_on).alias("depends_on"),
-    ]
+    )
+
+
+def _corrections_of(ctx: DataFrame, kinds: list[tuple[str, Column]]) -> DataFrame:
+    """The corrections of one context frame: per row, one for each kind (condition, :func:`_row`)
+    whose SQL condition holds. One projection and one scan of ``ctx``, whatever the number of kinds
+    (a union of one filter per kind would scan it, and start its tasks, once per kind)."""
+    chosen = F.array(*[F.when(F.expr(cond), row) for cond, row in kinds])
+    return ctx.select(F.explode(F.filter(chosen, lambda c: c.isNotNull())).alias("c")).select("c.*")
 
 
 def build_corrections(
@@ -225,7 +235,8 @@ def build_corrections(
     if cfg.mapping.product_key == "metadata.internal_id":
         meta_create = f"map_concat({meta_create}, map('internal_id', ip.product_id))"
     new_id = _det_product_id(cfg, "ip.product_id")
-    create_p = pctx.where(f"g.create AND {has_ip}").select(*_row(
+    create_cond = f"g.create AND {has_ip}"
+    create_p = _row(
         0, "product", "create_product",
         F.expr(
             f"to_json(named_struct('description', nullif(trim(ip.description), ''), 'id', {new_id}, "
@@ -233,7 +244,7 @@ def build_corrections(
             f"'name', ip.name))"
         ),
         F.lit(None).cast("string"), stripe_id=F.expr(new_id),
-    ))
+    )
 
     upd_fields = []
     for name, attr in sorted(cfg.attributes.product.items(), key=lambda kv: kv[1].stripe):
@@ -253,20 +264,22 @@ def build_corrections(
         f"'metadata', CASE WHEN size({meta_upd}) > 0 THEN {meta_upd} END",
     ]
     upd_fields.sort()
-    pushed_p = pctx.where(f"g.pushed AND {has_ip}")
-    update_p = pushed_p.where(ip_eff).select(*_row(
-        0, "product", "update_product", F.expr(f"to_json(named_struct({', '.join(upd_fields)}))"),
-        _product_observed(cfg),
-    )).where("payload <> '{}'")
-    archive_p = pushed_p.where(f"NOT {ip_eff} AND array_contains(g.attrs, 'active')").select(*_row(
-        0, "product", "archive_product", F.lit('{"active":false}'), _product_observed(cfg)))
-    orphan_p = pctx.where("g.orphan").select(*_row(
-        0, "product", "archive_product", F.lit('{"active":false}'), _product_observed(cfg)))
+    upd_payload = f"to_json(named_struct({', '.join(upd_fields)}))"
+    pushed_p = f"g.pushed AND {has_ip}"
+    product_kinds = [
+        (create_cond, create_p),
+        (f"{pushed_p} AND {ip_eff} AND {upd_payload} <> '{{}}'",
+         _row(0, "product", "update_product", F.expr(upd_payload), _product_observed(cfg))),
+    ]
+    if allow_archives:
+        archive = _row(0, "product", "archive_product", F.lit('{"active":false}'), _product_observed(cfg))
+        product_kinds += [(f"{pushed_p} AND NOT {ip_eff} AND array_contains(g.attrs, 'active')", archive),
+                          ("g.orphan", archive)]
 
     # -- prices: g, ip (the internal price), res (its product resolution), spr (the Stripe price),
     # op (the Stripe product the Stripe price belongs to) -------------------------------------
-    created = create_p.select(F.col("key").alias("ckey"), F.col("stripe_id").alias("cid"),
-                              _correction_id().alias("cdep"))
+    created = (pctx.where(create_cond).select(create_p.alias("c")).select("c.*")
+               .select(F.col("key").alias("ckey"), F.col("stripe_id").alias("cid"), _correction_id().alias("cdep")))
     # product resolution for an internal product id: existing primary, else the one being created
     res = (
         ipr.select(F.col("price_id").alias("rp"), F.col("product_id").alias("rprod")).alias("r")
@@ -285,28 +298,17 @@ def build_corrections(
     ipr_eff = "coalesce(ip.active, true)"
     resolved = "res.product_sid IS NOT NULL"
 
-    cand_create = prctx.where(f"g.create AND {has_ip}")
-    create_pr = cand_create.where(resolved).select(*_row(
-        1, "price", "create_price", F.expr(f"to_json({_price_create_struct()})"), F.lit(None).cast("string"),
-        depends_on=F.col("res.dep"), stripe_id=F.lit(None).cast("string"),
-    ))
-    replace_g = prctx.where(f"g.replace AND {has_ip} AND {ipr_eff}")
-    replace_keys = replace_g.select(F.col("g.key").alias("rkey")).distinct()
-    replace_pr = replace_g.where(resolved).select(*_row(
-        1, "price", "replace_price",
-        F.expr(
-            "to_json(named_struct('archive', g.stripe_id, "
-            f"'create', {_price_create_struct(', ' + chr(39) + 'transfer_lookup_key' + chr(39) + ', true')}, "
-            "'default_price_of', CASE WHEN op.default_price = g.stripe_id AND spr.product = res.product_sid "
-            "THEN res.product_sid END))"
-        ),
-        _price_observed(), depends_on=F.col("res.dep"),
-    ))
-    no_product_cols = (F.lit("price").alias("entity"), F.col("g.key").alias("key"),
-                       F.lit("product_not_in_stripe").alias("reason"),
-                       F.to_json(F.struct(F.col("ip.price_id"), F.col("ip.product_id"))).alias("record"))
-    no_product = (cand_create.where(f"NOT {resolved}").select(*no_product_cols)
-                  .unionByName(replace_g.where(f"NOT {resolved}").select(*no_product_cols)))
+    create_cond = f"g.create AND {has_ip}"
+    replace_cond = f"g.replace AND {has_ip} AND {ipr_eff}"
+    replace_payload = F.expr(
+        "to_json(named_struct('archive', g.stripe_id, "
+        f"'create', {_price_create_struct(', ' + chr(39) + 'transfer_lookup_key' + chr(39) + ', true')}, "
+        "'default_price_of', CASE WHEN op.default_price = g.stripe_id AND spr.product = res.product_sid "
+        "THEN res.product_sid END))"
+    )
+    no_product = prctx.where(f"({create_cond} OR {replace_cond}) AND NOT {resolved}").select(
+        F.lit("price").alias("entity"), F.col("g.key").alias("key"), F.lit("product_not_in_stripe").alias("reason"),
+        F.to_json(F.struct(F.col("ip.price_id"), F.col("ip.product_id"))).alias("record"))
 
     pr_fields = ["'active', CASE WHEN array_contains(g.attrs, 'active') THEN true END"]
     for name, attr in cfg.attributes.price.items():
@@ -316,25 +318,23 @@ def build_corrections(
                 f"THEN coalesce(CAST(ip.{_q(attr.internal)} AS STRING), '') END"
             )
     pr_fields.sort()
-    pushed_pr = prctx.where(f"g.pushed AND {has_ip}")
-    update_pr = (
-        pushed_pr.where(ipr_eff)
-        .join(small(replace_keys).alias("rk"), F.expr("g.key = rk.rkey"), "left_anti")
-        .select(*_row(1, "price", "update_price", F.expr(f"to_json(named_struct({', '.join(pr_fields)}))"),
-                      _price_observed()))
-        .where("payload <> '{}'")
-    )
-    archive_pr = pushed_pr.where(f"NOT {ipr_eff} AND array_contains(g.attrs, 'active')").select(*_row(
-        1, "price", "archive_price", F.lit('{"active":false}'), _price_observed()))
-    orphan_pr = prctx.where("g.orphan").select(*_row(
-        1, "price", "archive_price", F.lit('{"active":false}'), _price_observed()))
-
-    parts = [create_p, update_p, create_pr, replace_pr, update_pr]
+    pr_payload = f"to_json(named_struct({', '.join(pr_fields)}))"
+    pushed_pr = f"g.pushed AND {has_ip}"
+    price_kinds = [
+        (f"{create_cond} AND {resolved}",
+         _row(1, "price", "create_price", F.expr(f"to_json({_price_create_struct()})"), F.lit(None).cast("string"),
+              depends_on=F.col("res.dep"), stripe_id=F.lit(None).cast("string"))),
+        (f"{replace_cond} AND {resolved}",
+         _row(1, "price", "replace_price", replace_payload, _price_observed(), depends_on=F.col("res.dep"))),
+        (f"{pushed_pr} AND {ipr_eff} AND NOT g.key_replaced AND {pr_payload} <> '{{}}'",
+         _row(1, "price", "update_price", F.expr(pr_payload), _price_observed())),
+    ]
     if allow_archives:
-        parts += [archive_p, orphan_p, archive_pr, orphan_pr]
-    allc = parts[0].select(*OUT_COLS)
-    for part in parts[1:]:
-        allc = allc.unionByName(part.select(*OUT_COLS))
+        archive = _row(1, "price", "archive_price", F.lit('{"active":false}'), _price_observed())
+        price_kinds += [(f"{pushed_pr} AND NOT {ipr_eff} AND array_contains(g.attrs, 'active')", archive),
+                        ("g.orphan", archive)]
+
+    allc = _corrections_of(pctx, product_kinds).unionByName(_corrections_of(prctx, price_kinds))
     corrections = allc.select(
         _correction_id().alias("correction_id"), F.lit(run_id).alias("run_id"),
         *[F.col(c) for c in OUT_COLS],
