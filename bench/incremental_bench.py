@@ -147,7 +147,7 @@ def main() -> int:
         inc_run, outcome = timed("incremental_run", lambda: incremental_run(cfg, spark, work / "events"), mem, phases)
         from stripe_recon.detect import detect
 
-        referee = Run.new(spark, cfg)
+        referee = Run.new(spark, cfg.with_overrides("detect.reuse_unchanged=false"))  # compares every key
         timed("referee_detect", lambda: detect(referee), mem, phases)
         check = rows_equal(spark, cfg, inc_run.run_id, referee.run_id)
     load_after = os.getloadavg()

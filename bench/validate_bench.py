@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     root = args.root or tempfile.mkdtemp(prefix="recon-validate-bench-")
     overrides = [f"storage.root={root}", f"spark.ivy_dir={REPO / '.cache' / 'ivy'}",
-                 "validation.row_count_band=0.5", f"validation.data_docs={'false' if args.no_docs else 'true'}"]
+                 "validation.row_count_band=0.5", "detect.reuse_unchanged=false", f"validation.data_docs={'false' if args.no_docs else 'true'}"]
     cfg = load_config(REPO / "conf" / "local.yaml", overrides, environ={})
     spark = get_spark(cfg)
     spark.sparkContext.setLogLevel("ERROR")

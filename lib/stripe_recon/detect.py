@@ -511,8 +511,14 @@ def detect(run, incremental_run: bool = False) -> dict[str, int]:
         cache: list[DataFrame] = []
         small = records.SmallFrames()
         try:
-            base, changed, n_changed = None, None, 0
-            if incremental_run:
+            base, changed, n_changed, out = None, None, 0, None
+            at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+            same = incremental.unchanged_base(run, spec, st.versions_read) if cfg.detect.reuse_unchanged else None
+            if same is not None:
+                # Nothing detect reads changed since that run: its rows are this run's rows.
+                base = same
+                notes.append(f"silver unchanged since run {base.run_id}: its rows stand (0 keys compared again)")
+            elif incremental_run:
                 try:
                     base = incremental.base_run(run, spec)
                     changed, n_changed = incremental.changed_keys(run, base, st.versions_read, commits, frames)
@@ -521,14 +527,15 @@ def detect(run, incremental_run: bool = False) -> dict[str, int]:
                     notes.append(f"full detect: {why}")
             bcast = n_changed <= cfg.detect.broadcast_max_rows
             quarantined, n_unknown = unknown_keys(spark, cfg, commits, small)
-            at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-            out = discrepancies(spark, cfg, frames, run.run_id, detected_at=at, ready=ready, cache=cache, small=small,
-                                unknown=quarantined, only=changed, only_broadcast=bcast)
+            if same is None:
+                out = discrepancies(spark, cfg, frames, run.run_id, detected_at=at, ready=ready, cache=cache,
+                                    small=small, unknown=quarantined, only=changed, only_broadcast=bcast)
             if base is not None:
-                kept = incremental.kept_rows(spark, cfg, base, changed, bcast)
-                out = out.unionByName(kept.withColumns({"run_id": F.lit(run.run_id),
-                                                        "detected_at": F.lit(at).cast("timestamp")}))
-                notes.append(f"incremental from run {base.run_id}: {n_changed:,} keys compared again")
+                kept = incremental.kept_rows(spark, cfg, base, changed, bcast).withColumns(
+                    {"run_id": F.lit(run.run_id), "detected_at": F.lit(at).cast("timestamp")})
+                out = kept.select(*tables.DISCREPANCIES_SCHEMA.names) if out is None else out.unionByName(kept)
+                if same is None:
+                    notes.append(f"incremental from run {base.run_id}: {n_changed:,} keys compared again")
             cond = "run_id = '" + run.run_id.replace("'", "''") + "'"
             # The counts come from the write itself (an observation), not from reading the rows back.
             obs = Observation("detect_counts")

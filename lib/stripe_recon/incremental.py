@@ -58,6 +58,11 @@ class NoBase(Exception):
 class Base:
     run_id: str
     versions: dict[str, int]
+    discrepancies: int | None = None  # the rows it wrote (its ledger count)
+
+    def read_the_same(self, versions: dict[str, int]) -> bool:
+        """Whether ``versions`` (a detect's silver versions) are exactly the ones this base read."""
+        return all(versions.get(t) == v for t, v in self.versions.items())
 
 
 def spec_id(spark: SparkSession, cfg: Config) -> int:
@@ -83,7 +88,23 @@ def base_run(run, spec: int) -> Base:
     missing = [t for t in _SILVER_INPUTS if t not in versions]
     if missing:
         raise NoBase(f"the last detect ({row['run_id']}) did not read {', '.join(missing)}")
-    return Base(row["run_id"], {t: int(versions[t]) for t in _SILVER_INPUTS})
+    n = counts.get("discrepancies")
+    return Base(row["run_id"], {t: int(versions[t]) for t in _SILVER_INPUTS}, None if n is None else int(n))
+
+
+def unchanged_base(run, spec: int, versions: dict[str, int]) -> Base | None:
+    """The base (:func:`base_run`) when it read exactly ``versions`` and its rows are all still in
+    gold.discrepancies: a detect now would write those rows again (they depend only on the silver
+    versions, their quarantine and the configuration), so they can be kept as they are. None when
+    there is no such base."""
+    try:
+        base = base_run(run, spec)
+    except NoBase:
+        return None
+    if not base.read_the_same(versions) or base.discrepancies is None:
+        return None
+    kept = tables.read(run.spark, run.cfg, tables.GOLD_DISCREPANCIES).where(F.col("run_id") == F.lit(base.run_id))
+    return base if kept.count() == base.discrepancies else None  # an aggregate
 
 
 def _feed(spark: SparkSession, cfg: Config, name: str, start: int, end: int) -> DataFrame | None:
@@ -191,10 +212,12 @@ def restrict(df: DataFrame, changed: DataFrame, entity: str, key: Column, sid: C
     return df.join(c, key.eqNullSafe(c["_ck"]) & sid.eqNullSafe(c["_cs"]), "left_semi")
 
 
-def kept_rows(spark: SparkSession, cfg: Config, base: Base, changed: DataFrame, broadcast: bool) -> DataFrame:
+def kept_rows(spark: SparkSession, cfg: Config, base: Base, changed: DataFrame | None, broadcast: bool) -> DataFrame:
     """The base run's discrepancy rows of the keys not compared again (all columns but run_id and
-    detected_at)."""
+    detected_at); all of them when ``changed`` is None."""
     rows = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(F.col("run_id") == F.lit(base.run_id))
+    if changed is None:
+        return rows.drop("run_id", "detected_at")
     c = changed.select(F.col("entity").alias("_ce"), F.col("key").alias("_ck"), F.col("sid").alias("_cs"))
     c = F.broadcast(c) if broadcast else c
     sid = F.when(F.col("key").isNull(), F.col("stripe_id"))

@@ -202,8 +202,9 @@ def build_corrections(
 
     One context row per discrepancy group and entity (:func:`_groups`): the group joined once with
     its internal row and its Stripe row (prices also with the product resolution and the old price's
-    product). Every kind of correction is then a filter and a projection of one context frame, so
-    the plan joins each silver table once, whatever the number of correction kinds. Each silver table
+    product). Every kind of correction is then a condition and a struct in one projection of its
+    context frame (:func:`_corrections_of`), so the plan joins each silver table once and scans each
+    context once, whatever the number of correction kinds. Each silver table
     is first cut down to the rows the discrepancies name (:func:`records.rows_named`, with ``small``
     applied to the key sets: a broadcast hint while they are small), so no join shuffles a whole table. ``keep``
     (lazy persist) is applied to the cut tables used twice, ``materialize`` to the two context frames

@@ -151,6 +151,41 @@ def test_other_run_rows_kept(spark, cfg):
     assert _rows(spark, cfg, "run-b") == _rows(spark, cfg, "run-a")
 
 
+def _detect_message(spark, cfg, run_id) -> str:
+    return (tables.read(spark, cfg, tables.GOLD_RUNS).where(f"run_id = '{run_id}' AND stage = 'detect'")
+            .first().message) or ""
+
+
+def test_unchanged_silver_keeps_the_last_detect_rows(spark, make_cfg):
+    """Silver unchanged since the last detect (same config): its rows stand, not compared again;
+    compared again when its rows are gone from gold.discrepancies, when a silver table moved, or
+    with detect.reuse_unchanged=false."""
+    cfg = make_cfg()
+    write_silver(spark, cfg, [iprod("P1"), iprod("P2", name="Old")], [sprod("prod_2", "P2", name="New")], [], [])
+    expected = [("product", "P1", None, "missing_in_stripe", None, None, None, "internal", "create"),
+                ("product", "P2", "prod_2", "field_mismatch", "name", "Old", "New", "internal", "push")]
+    detect(Run.new(spark, cfg, "run-a"))
+    assert _rows(spark, cfg, "run-a") == expected and "unchanged" not in _detect_message(spark, cfg, "run-a")
+
+    counts = detect(Run.new(spark, cfg, "run-b"))
+    assert "silver unchanged since run run-a: its rows stand (0 keys compared again)" in _detect_message(spark, cfg, "run-b")
+    assert _rows(spark, cfg, "run-b") == expected
+    assert counts["discrepancies"] == 2 and counts["field_mismatch"] == 1 and counts["changed_keys"] == 0
+
+    off = cfg.with_overrides("detect.reuse_unchanged=false")
+    detect(Run.new(spark, off, "run-c"))
+    assert "unchanged" not in _detect_message(spark, off, "run-c") and _rows(spark, off, "run-c") == expected
+
+    # the newest detect's rows are gone (say, deleted by hand): compared again, not copied as nothing
+    tables.delete_where(spark, cfg, tables.GOLD_DISCREPANCIES, "run_id = 'run-c'")
+    detect(Run.new(spark, cfg, "run-d"))
+    assert "unchanged" not in _detect_message(spark, cfg, "run-d") and _rows(spark, cfg, "run-d") == expected
+
+    write_silver(spark, cfg, [iprod("P1")], [sprod("prod_1", "P1")], [], [])  # new versions: compared again
+    detect(Run.new(spark, cfg, "run-e"))
+    assert "unchanged" not in _detect_message(spark, cfg, "run-e") and _rows(spark, cfg, "run-e") == []
+
+
 @STORED
 def test_latest_wins_and_metadata_owners(spark, make_cfg, stored):
     cfg = make_cfg(
