@@ -142,34 +142,23 @@ def test_every_kind_and_trap(spark, cfg, run, stored):
     }
 
 
-def test_other_run_rows_kept(spark, cfg):
-    write_silver(spark, cfg, [iprod("P1")], [], [], [])
-    r1, r2 = Run.new(spark, cfg, "run-a"), Run.new(spark, cfg, "run-b")
-    detect(r1)
-    detect(r2)
-    assert _rows(spark, cfg, "run-a") == [("product", "P1", None, "missing_in_stripe", None, None, None, "internal", "create")]
-    assert _rows(spark, cfg, "run-b") == _rows(spark, cfg, "run-a")
-
-
 def _detect_message(spark, cfg, run_id) -> str:
     return (tables.read(spark, cfg, tables.GOLD_RUNS).where(f"run_id = '{run_id}' AND stage = 'detect'")
             .first().message) or ""
 
 
-def test_unchanged_silver_keeps_the_last_detect_rows(spark, make_cfg):
-    """Silver unchanged since the last detect (same config): its rows stand, not compared again;
-    compared again when its rows are gone from gold.discrepancies, when a silver table moved, or
-    with detect.reuse_unchanged=false."""
-    cfg = make_cfg()
+def test_other_run_rows_kept_and_unchanged_silver_keeps_them(spark, cfg):
+    """Another run's rows stay; a detect over the very silver versions the last detect read keeps
+    that run's rows (not compared again), and compares again once that run's rows are gone from
+    gold.discrepancies or with detect.reuse_unchanged=false."""
     write_silver(spark, cfg, [iprod("P1"), iprod("P2", name="Old")], [sprod("prod_2", "P2", name="New")], [], [])
     expected = [("product", "P1", None, "missing_in_stripe", None, None, None, "internal", "create"),
                 ("product", "P2", "prod_2", "field_mismatch", "name", "Old", "New", "internal", "push")]
     detect(Run.new(spark, cfg, "run-a"))
-    assert _rows(spark, cfg, "run-a") == expected and "unchanged" not in _detect_message(spark, cfg, "run-a")
-
     counts = detect(Run.new(spark, cfg, "run-b"))
+    assert _rows(spark, cfg, "run-a") == _rows(spark, cfg, "run-b") == expected
+    assert "unchanged" not in _detect_message(spark, cfg, "run-a")
     assert "silver unchanged since run run-a: its rows stand (0 keys compared again)" in _detect_message(spark, cfg, "run-b")
-    assert _rows(spark, cfg, "run-b") == expected
     assert counts["discrepancies"] == 2 and counts["field_mismatch"] == 1 and counts["changed_keys"] == 0
 
     off = cfg.with_overrides("detect.reuse_unchanged=false")
@@ -180,10 +169,6 @@ def test_unchanged_silver_keeps_the_last_detect_rows(spark, make_cfg):
     tables.delete_where(spark, cfg, tables.GOLD_DISCREPANCIES, "run_id = 'run-c'")
     detect(Run.new(spark, cfg, "run-d"))
     assert "unchanged" not in _detect_message(spark, cfg, "run-d") and _rows(spark, cfg, "run-d") == expected
-
-    write_silver(spark, cfg, [iprod("P1")], [sprod("prod_1", "P1")], [], [])  # new versions: compared again
-    detect(Run.new(spark, cfg, "run-e"))
-    assert "unchanged" not in _detect_message(spark, cfg, "run-e") and _rows(spark, cfg, "run-e") == []
 
 
 @STORED
