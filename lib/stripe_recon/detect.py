@@ -513,17 +513,25 @@ def detect(run, incremental_run: bool = False) -> dict[str, int]:
         try:
             base, changed, n_changed, out = None, None, 0, None
             at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-            same = incremental.unchanged_base(run, spec, st.versions_read) if cfg.detect.reuse_unchanged else None
+            candidate, why_not = None, None
+            if incremental_run or cfg.detect.reuse_unchanged:
+                try:
+                    candidate = incremental.base_run(run, spec)
+                except incremental.NoBase as why:
+                    why_not = why
+            same = (candidate if candidate is not None and cfg.detect.reuse_unchanged
+                    and incremental.reusable(run, candidate, st.versions_read) else None)
             if same is not None:
                 # Nothing detect reads changed since that run: its rows are this run's rows.
                 base = same
                 notes.append(f"silver unchanged since run {base.run_id}: its rows stand (0 keys compared again)")
+            elif incremental_run and candidate is None:
+                notes.append(f"full detect: {why_not}")
             elif incremental_run:
                 try:
-                    base = incremental.base_run(run, spec)
-                    changed, n_changed = incremental.changed_keys(run, base, st.versions_read, commits, frames)
+                    changed, n_changed = incremental.changed_keys(run, candidate, st.versions_read, commits, frames)
+                    base = candidate
                 except incremental.NoBase as why:
-                    base = None
                     notes.append(f"full detect: {why}")
             bcast = n_changed <= cfg.detect.broadcast_max_rows
             quarantined, n_unknown = unknown_keys(spark, cfg, commits, small)

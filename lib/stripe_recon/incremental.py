@@ -92,19 +92,14 @@ def base_run(run, spec: int) -> Base:
     return Base(row["run_id"], {t: int(versions[t]) for t in _SILVER_INPUTS}, None if n is None else int(n))
 
 
-def unchanged_base(run, spec: int, versions: dict[str, int]) -> Base | None:
-    """The base (:func:`base_run`) when it read exactly ``versions`` and its rows are all still in
+def reusable(run, base: Base, versions: dict[str, int]) -> bool:
+    """Whether ``base`` (:func:`base_run`) read exactly ``versions`` and its rows are all still in
     gold.discrepancies: a detect now would write those rows again (they depend only on the silver
-    versions, their quarantine and the configuration), so they can be kept as they are. None when
-    there is no such base."""
-    try:
-        base = base_run(run, spec)
-    except NoBase:
-        return None
+    versions, their quarantine and the configuration), so they can be kept as they are."""
     if not base.read_the_same(versions) or base.discrepancies is None:
-        return None
+        return False
     kept = tables.read(run.spark, run.cfg, tables.GOLD_DISCREPANCIES).where(F.col("run_id") == F.lit(base.run_id))
-    return base if kept.count() == base.discrepancies else None  # an aggregate
+    return kept.count() == base.discrepancies  # an aggregate
 
 
 def _feed(spark: SparkSession, cfg: Config, name: str, start: int, end: int) -> DataFrame | None:
