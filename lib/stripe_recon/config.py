@@ -166,6 +166,12 @@ class DetectConf(Section):
     reuse_unchanged: bool = True
 
 
+class LandConf(Section):
+    #: A re-landing whose silver tables hold at most this many rows each keeps its typed records in
+    #: memory for its passes and MERGEs silver from memory (no scratch table); larger ones stream.
+    memory_max_rows: int = Field(200_000, ge=0)
+
+
 class Guard(Section):
     max_change_ratio: float = Field(0.05, ge=0, le=1)
     max_archive_ratio: float = Field(0.01, ge=0, le=1)
@@ -230,6 +236,7 @@ class Config(Section):
     mapping: Mapping = Field(default_factory=Mapping)
     attributes: Attributes = Field(default_factory=Attributes)
     metadata: MetadataConf = Field(default_factory=MetadataConf)
+    land: LandConf = Field(default_factory=LandConf)
     detect: DetectConf = Field(default_factory=DetectConf)
     guard: Guard = Field(default_factory=Guard)
     lease: LeaseConf = Field(default_factory=LeaseConf)

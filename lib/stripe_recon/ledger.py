@@ -19,7 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import Column, Row, SparkSession, Window
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 
 from . import tables
@@ -101,6 +102,13 @@ class StageRecord:
     versions_read: dict[str, int] = field(default_factory=dict)
     message: str = ""
     status: str = "ok"
+    held: list[DataFrame] = field(default_factory=list, repr=False)  # persisted until the stage ends
+
+    def hold(self, df: DataFrame) -> DataFrame:
+        """``df`` persisted (memory, spilling to disk) until the stage ends, however it ends."""
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        self.held.append(df)
+        return df
 
 
 @dataclass
@@ -144,6 +152,8 @@ class Run:
             raise
         finally:
             seconds = time.monotonic() - t0
+            for df in record.held:
+                df.unpersist()
             self._write(record, started, seconds)
             self.records.append(record)
             self._tell("stage_finished", name, dict(record.counts), record.status, record.message, seconds)

@@ -253,9 +253,14 @@ def test_relanding_is_idempotent(spark, make_cfg, tmp_path):
         ("prices", 4, 0, run1.run_id), ("products", 2, 0, run1.run_id)]
 
 
-def test_relanding_a_changed_input_writes_only_the_changes(spark, make_cfg, tmp_path):
+@pytest.mark.parametrize("memory_max_rows", [200_000, 0], ids=["in_memory", "scratch_table"])
+def test_relanding_a_changed_input_writes_only_the_changes(spark, make_cfg, tmp_path, monkeypatch, memory_max_rows):
     products, prices = good_csv(tmp_path)
     run1, _ = land(spark, make_cfg, *csv_overrides(products, prices))
+    merged_from_memory = []
+    real_merge = tables.merge_snapshot
+    monkeypatch.setattr(tables, "merge_snapshot", lambda spark_, cfg_, name, source, *a, **kw: (
+        merged_from_memory.append(source.is_cached), real_merge(spark_, cfg_, name, source, *a, **kw))[1])
     # one price changed, one gone, one new; products unchanged
     prices2 = write_csv(tmp_path / "in2" / "prices.csv", PRICE_HEADER, [
         ["pr_usd", "p1", "usd", "24.99", "month", "1", "true", "Monthly", "2026-01-02 03:04:05"],
@@ -263,8 +268,9 @@ def test_relanding_a_changed_input_writes_only_the_changes(spark, make_cfg, tmp_
         ["pr_kwd", "p2", "kwd", "1.230", "year", "2", "false", "Yearly", None],
         ["pr_new", "p2", "eur", "5.00", None, None, None, None, None],
     ])
-    run2, out2 = land(spark, make_cfg, *csv_overrides(products, prices2))
+    run2, out2 = land(spark, make_cfg, *csv_overrides(products, prices2), f"land.memory_max_rows={memory_max_rows}")
     assert "unchanged_since" not in out2
+    assert merged_from_memory == [memory_max_rows > 0] * 2  # products and prices, the same way
     got = {r.price_id: (r.unit_amount, r._run_id) for r in
            tables.read(spark, run2.cfg, tables.SILVER_INTERNAL_PRICES).collect()}
     assert got == {"pr_usd": (2499, run2.run_id), "pr_jpy": (500, run1.run_id), "pr_kwd": (1230, run1.run_id),

@@ -225,6 +225,39 @@ def test_relanding_the_same_export_is_idempotent(spark, make_cfg, tmp_path):
     assert len(quarantined(run2)) == 1  # the repeated landing still names its rejected line
 
 
+@pytest.mark.parametrize("memory_max_rows", [200_000, 0], ids=["in_memory", "scratch_table"])
+def test_relanding_a_changed_export_writes_only_the_changes(spark, make_cfg, tmp_path, monkeypatch, memory_max_rows):
+    first = [product("prod_1"), product("prod_2"), product("prod_3"), price("price_a"), price("price_b"), "not json"]
+    run1, _ = land(spark, make_cfg, write_lines(tmp_path / "ex1" / "all.jsonl", first))
+    merged_from_memory = []
+    real_merge = tables.merge_snapshot
+    monkeypatch.setattr(tables, "merge_snapshot", lambda spark_, cfg_, name, source, *a, **kw: (
+        merged_from_memory.append(source.is_cached), real_merge(spark_, cfg_, name, source, *a, **kw))[1])
+    # prod_2 renamed (and exported twice: the newer version wins), prod_3 gone, prod_4 new; price_b re-priced
+    second = [product("prod_1"), product("prod_2", name="Old", updated=T0 + 1), product("prod_2", name="New", updated=T0 + 2),
+              product("prod_4"), price("price_a"), price("price_b", unit_amount=1500), "still not json"]
+    run2, out2 = land(spark, make_cfg, write_lines(tmp_path / "ex2" / "all.jsonl", second),
+                      f"land.memory_max_rows={memory_max_rows}")
+    assert merged_from_memory == [memory_max_rows > 0] * 2
+    assert (out2["rows_in"], out2["landed"], out2["quarantined"]) == (7, 6, 1)
+    assert (out2["products"]["silver_rows"], out2["prices"]["silver_rows"]) == (3, 2)
+    assert silver(run2, tables.SILVER_STRIPE_PRODUCTS, ["id", "name", "_run_id"]) == [
+        ("prod_1", "Name prod_1", run1.run_id), ("prod_2", "New", run2.run_id), ("prod_4", "Name prod_4", run2.run_id)]
+    assert silver(run2, tables.SILVER_STRIPE_PRICES, ["id", "unit_amount", "_run_id"]) == [
+        ("price_a", 1000, run1.run_id), ("price_b", 1500, run2.run_id)]
+    feed = {}
+    for name in (tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRICES):
+        v = tables.version(spark, run2.cfg, name)
+        feed[name] = sorted((r.id, r._change_type) for r in spark.read.format("delta").option("readChangeFeed", "true")
+                            .option("startingVersion", v).load(tables.table_path(run2.cfg, name)).collect())
+    assert feed == {
+        tables.SILVER_STRIPE_PRODUCTS: [("prod_2", "update_postimage"), ("prod_2", "update_preimage"),
+                                        ("prod_3", "delete"), ("prod_4", "insert")],
+        tables.SILVER_STRIPE_PRICES: [("price_b", "update_postimage"), ("price_b", "update_preimage")],
+    }
+    assert quarantined(run2) == [("unknown", None, ("malformed_json",))]
+
+
 def test_missing_path_names_it(spark, make_cfg, tmp_path):
     missing = tmp_path / "no" / "export.jsonl"
     with pytest.raises(InputError, match=f"Stripe export path {missing} does not exist"):

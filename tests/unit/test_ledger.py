@@ -71,3 +71,24 @@ def test_latest_ok_is_the_newest_ok_row_of_its_stages_other_runs_and_condition(s
     n = F.col("counts")["n"]
     assert tuple(latest_ok(spark, cfg, ("detect", "land_stripe"), ["run_id", n], where=n.isNotNull())) == ("b", 2)
     assert latest_ok(spark, cfg, "plan", ["run_id"]) is None
+
+
+def test_local_rows_hold_every_value_exactly_and_refuse_a_wrong_type(spark):
+    import datetime as dt
+
+    from pyspark.sql import types as T
+
+    at = dt.datetime(2026, 12, 7, 1, 2, 3, 456789, tzinfo=dt.timezone.utc)
+    rows = [
+        {"run_id": "r-1", "side": "stripe", "entity": "products", "files": ["a \"b\".jsonl", "c\\d é"],
+         "records": 2**40, "input_hash": [-1, 2**62], "counts": {"rows_in": 3, "landed": 0},
+         "land_failed": {}, "created_at": at},
+        {"run_id": "r-1", "side": "stripe", "entity": "prices", "files": [], "records": 0},  # absent = null
+    ]
+    got = [r.asDict() for r in tables.local_rows(spark, rows, tables.MANIFESTS_SCHEMA).collect()]
+    naive_utc = at.astimezone().replace(tzinfo=None)  # Spark hands timestamps back as naive local time
+    assert got[0] == {**{f: None for f in tables.MANIFESTS_SCHEMA.fieldNames()}, **rows[0], "created_at": naive_utc}
+    assert got[1] == {**{f: None for f in tables.MANIFESTS_SCHEMA.fieldNames()}, **rows[1]}
+    bad = T.StructType([T.StructField("n", T.LongType())])
+    with pytest.raises(Exception, match="(?i)malformed|parse|FAILFAST"):
+        tables.local_rows(spark, [{"n": "not a number"}], bad).collect()

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -195,6 +196,17 @@ def unchanged_since(run: Run, specs: list[EntitySpec], manifest: dict[str, int],
     return found
 
 
+def held_in_memory(run: Run, specs: list[EntitySpec]) -> bool:
+    """Whether a re-landing keeps its typed records in memory for its passes (bronze, the per-key
+    aggregations, silver's MERGE) instead of reading the input again for each and writing silver
+    through a scratch table: when every silver table of the side exists and holds at most
+    ``land.memory_max_rows`` rows (a small catalog, where those fixed costs are most of the
+    landing). Delta answers the counts from its log: no table is scanned."""
+    limit = run.cfg.land.memory_max_rows
+    return all(tables.exists(run.spark, run.cfg, s.silver) and tables.read(run.spark, run.cfg, s.silver).count() <= limit
+               for s in specs)
+
+
 # -- pass A: bronze -------------------------------------------------------------------------------
 
 def new_or_changed(run: Run, arrived: DataFrame, silver_tables: list[str]) -> DataFrame:
@@ -277,12 +289,17 @@ def mark_repeated_keys(flagged: DataFrame, key: str, broadcast_max: int, frames:
 
 def mark_latest_versions(flagged: DataFrame, broadcast_max: int, frames: records.SmallFrames) -> DataFrame:
     """Stripe records: ``_loser`` is true on every version of an id that is not its latest
-    (canonical.latest_version_order; ``_row`` breaks ties between identical lines). Only ids that
-    occur more than once among the valid records are looked at, found by a narrow aggregation."""
+    (canonical.latest_version_order; ``_row`` breaks ties between identical lines). The ids that
+    occur more than once among the valid records come first, from an aggregation of the id column
+    alone; only their records are then ordered, since the order reads the whole record (``raw``)."""
     ok = flagged.where(F.size(REASONS) == 0)
-    winners = (ok.groupBy(F.col("id").alias("_w_id"))
-               .agg(F.count(F.lit(1)).alias("_w_n"), F.max_by(F.col(ROW), canonical.latest_version_order()).alias("_w_row"))
-               .where("_w_n > 1").select("_w_id", "_w_row"))
+    repeated = frames.keep(ok.groupBy(F.col("id").alias("_r_id")).count().where("count > 1").select("_r_id"))
+    n_repeated = repeated.count()  # an aggregate: the number of ids exported more than once
+    if n_repeated == 0:
+        return flagged.withColumn("_loser", F.lit(False))
+    ids = F.broadcast(repeated) if n_repeated <= broadcast_max else repeated
+    winners = (ok.join(ids, ok["id"] == ids["_r_id"], "left_semi").groupBy(F.col("id").alias("_w_id"))
+               .agg(F.max_by(F.col(ROW), canonical.latest_version_order()).alias("_w_row")))
     marked = records.join_small(flagged, winners, F.col("id"), "_w_id", broadcast_max, frames)
     loser = F.col("_w_row").isNotNull() & (F.col(ROW) != F.col("_w_row"))
     return marked.withColumn("_loser", loser).drop("_w_id", "_w_row")
@@ -290,7 +307,7 @@ def mark_latest_versions(flagged: DataFrame, broadcast_max: int, frames: records
 
 def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[str], frames: records.SmallFrames,
             *, metadata: dict[str, Any], products: DataFrame | None = None, products_version: int | None = None,
-            changes_only: bool = False, one_per_key: bool = False,
+            changes_only: bool = False, one_per_key: bool = False, in_memory: bool = False,
             context: Callable[[DataFrame], DataFrame] | None = None) -> Published:
     """Silver for one entity from its flagged records (pass B); returns the counts and the rejected rows.
 
@@ -301,7 +318,8 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
     given the clean rows, the silver rows derived and MERGEd with them (land/stripe_changes.py: the
     per-key columns of a change depend on the other records of its key). ``one_per_key``: no key can
     repeat (CDC change rows: land/cdc_events.py keeps each key's newest change), so internal records
-    skip the repeated-key check and its aggregation."""
+    skip the repeated-key check and its aggregation. ``in_memory``: silver is MERGEd from the derived
+    rows held in memory, not from a scratch table (:func:`held_in_memory`)."""
     cfg = run.cfg
     bmax = cfg.detect.broadcast_max_rows
     if spec.side == "internal" and one_per_key:
@@ -326,7 +344,7 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
         carried = carried_quarantine_runs(run, spec)
         if carried:
             meta[unknown.QUARANTINE_RUNS] = carried
-    version = write_snapshot(run, spec.silver, derived, meta, delete_missing=not changes_only)
+    version = write_snapshot(run, spec.silver, derived, meta, delete_missing=not changes_only, in_memory=in_memory)
     observed_row = obs.get
     if not observed_row:
         # Spark 3.5 (Glue 5.0) can hand back an empty observation (seen on Stripe prices, whose write
@@ -375,14 +393,17 @@ def _quarantine_rows(run: Run, spec: EntitySpec, bad: DataFrame) -> DataFrame:
     )
 
 
-def write_snapshot(run: Run, name: str, df: DataFrame, metadata: dict[str, Any], delete_missing: bool = True) -> int:
+def write_snapshot(run: Run, name: str, df: DataFrame, metadata: dict[str, Any], delete_missing: bool = True,
+                   in_memory: bool = False) -> int:
     """Make silver ``name`` hold exactly ``df``; returns the version written. ``delete_missing=False``
     (changes, not a snapshot): keys absent from ``df`` stay as they are.
 
     No silver yet (or one without land's row hash): an overwrite. Else the snapshot goes to a scratch
     table first and is MERGEd on the key: rows whose ``_hash`` changed are updated, new keys
     inserted, vanished keys deleted; unchanged rows are not touched, so the change feed (and the
-    commit) holds only what changed."""
+    commit) holds only what changed. ``in_memory`` (a small snapshot): the MERGE reads ``df`` from
+    memory, computed once (which is also when the landing's counts are observed), not from a scratch
+    table: a MERGE reads its source more than once, and an observation does not fire inside it."""
     spark, cfg = run.spark, run.cfg
     entity, side = silver.SIDES[name]
     key = silver.KEYS[side][entity]
@@ -393,6 +414,14 @@ def write_snapshot(run: Run, name: str, df: DataFrame, metadata: dict[str, Any],
                          "land a full snapshot once before applying changes to it")
     if target is None or silver.ROW_HASH not in target.columns or target.columns != df.columns:
         tables.overwrite(spark, cfg, name, df, metadata)
+        return tables.version(spark, cfg, name)
+    if in_memory:
+        held = df.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            held.count()  # computes the rows once (and fires the landing's observation)
+            tables.merge_snapshot(spark, cfg, name, held, key, silver.ROW_HASH, metadata, delete_missing=delete_missing)
+        finally:
+            held.unpersist()
         return tables.version(spark, cfg, name)
     scratch = f"{cfg.storage.root.rstrip('/')}/runs/{run.run_id}/scratch/{name}"
     df.write.format("delta").mode("overwrite").option("delta.dataSkippingNumIndexedCols", "1").save(scratch)

@@ -34,6 +34,7 @@ from . import csv_lines, formats
 from .common import (
     EntitySpec,
     hash_sums,
+    held_in_memory,
     landing_spec,
     ledger_counts,
     lineage,
@@ -107,10 +108,13 @@ def land_internal(run: Run) -> dict[str, Any]:
 
         # 2. bronze: typed, flagged, new or changed records only
         flagged: dict[str, DataFrame] = {}
+        in_memory = held_in_memory(run, list(SPECS.values()))  # a small re-landing: see common.py
         full_bronze: dict[str, bool] = {}
         bronze_rows: dict[str, int] = {}
         for plural, spec in SPECS.items():
             flagged[plural] = _flagged(run, plural, arrived[plural])
+            if in_memory:
+                flagged[plural] = st.hold(flagged[plural])
             seen = Observation()
             observed = flagged[plural].observe(seen, F.count(F.lit(1)).alias("rows"), *hash_sums(F.col(silver.RAW_HASH)))
             fresh = new_or_changed(run, observed, [spec.silver])
@@ -132,7 +136,8 @@ def land_internal(run: Run) -> dict[str, Any]:
             for plural, spec in SPECS.items():
                 source = _bronze_of_run(run, plural) if full_bronze[plural] else flagged[plural]
                 landing = {"spec": spec_id, "run_id": run.run_id, "input": manifests[plural]}
-                pub = publish(run, spec, source, [r.name for r in suite_rules(run, spec)], frames, metadata=landing)
+                pub = publish(run, spec, source, [r.name for r in suite_rules(run, spec)], frames, metadata=landing,
+                              in_memory=in_memory)
                 result[plural] = pub.counts
                 if pub.rejected is not None:
                     malformed = pub.details["land_failed"].get(csv_lines.REASON)

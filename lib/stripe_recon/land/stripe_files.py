@@ -37,6 +37,7 @@ from .common import (
     EntitySpec,
     check_path,
     hash_sums,
+    held_in_memory,
     landing_spec,
     ledger_counts,
     lineage,
@@ -109,7 +110,10 @@ def land_stripe_files(run: Run, changes: bool = False) -> dict[str, Any]:
                         **{k: st.counts[k] for k in ("rows_in", "landed", "quarantined")}}
 
         # 2. bronze: every line parsed once, typed and flagged; new or changed lines only
+        in_memory = not changes and held_in_memory(run, list(SPECS.values()))
         flagged = _flagged(run, lines, src.format, line_hash)
+        if in_memory:  # a small re-landing: its passes read the typed lines from memory, not the files
+            flagged = st.hold(flagged)
         seen = Observation()
         observed = flagged.observe(
             seen, F.count(F.lit(1)).alias("rows"), *hash_sums(F.col(silver.RAW_HASH)),
@@ -148,7 +152,7 @@ def land_stripe_files(run: Run, changes: bool = False) -> dict[str, Any]:
                 before = tables.version(spark, run.cfg, spec.silver) if changes else None
                 pub = publish(run, spec, source(spec.entity), [r.name for r in suite_rules(run, spec)], frames,
                               metadata=landing, products=products, products_version=products_version,
-                              changes_only=changes,
+                              changes_only=changes, in_memory=in_memory,
                               context=context(run, spec.silver, product_changes) if changes else None)
                 if changes and spec.entity == "product":
                     product_changes = changed_ids(run, spec.silver, before)
