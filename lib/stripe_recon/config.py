@@ -162,7 +162,8 @@ class DetectConf(Section):
     missing_in_internal_action: Literal["review", "archive"] = "review"
     broadcast_max_rows: int = Field(2_000_000, ge=0)
     #: A detect over the very silver versions the last detect read (same configuration) keeps that
-    #: run's rows instead of comparing again (they are a function of those versions); false: compare.
+    #: run's rows instead of comparing again (they are a function of those versions), and a plan over
+    #: the versions the last plan read keeps its corrections (restamped); false: compare and plan.
     reuse_unchanged: bool = True
 
 

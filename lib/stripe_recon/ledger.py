@@ -43,7 +43,7 @@ def recent_ok(spark: SparkSession, cfg: Config, stages: Iterable[str], n: int = 
               run_id: str | None = None) -> Recent:
     """The newest ``n`` successful ledger rows of each stage in ``stages`` (newest first), plus any
     successful row of ``run_id`` further back, in one read of ``gold.runs``: ``{stage: [Row(run_id,
-    stage, started_at, counts)]}``. A stage that needs the ledger several times (plan: its source
+    stage, started_at, counts, versions_read)]}``. A stage that needs the ledger several times (plan: its source
     detect run and the guard's landings) reads it once.
 
     Example: ``recent_ok(spark, cfg, ["land_internal"])["land_internal"][0].counts``
@@ -62,7 +62,7 @@ def recent_ok(spark: SparkSession, cfg: Config, stages: Iterable[str], n: int = 
         .withColumn("_rank", rank)
         .where(keep)
         .orderBy("stage", "_rank")
-        .select("run_id", "stage", "started_at", "counts")
+        .select("run_id", "stage", "started_at", "counts", "versions_read")
         .collect()  # ledger rows: at most n per stage (+ the run's own)
     )
     for row in rows:

@@ -43,9 +43,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from . import guard as guard_mod
-from . import ledger, records, silver, tables
+from . import incremental, ledger, records, silver, tables
 from .config import Config
 from .errors import HeldError, InputError
+from .lease import sql_literal
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ ARCHIVE_OPS = ("archive_product", "archive_price")
 #: Price parameters Stripe lets us update in place (everything else is immutable -> replace_price).
 MUTABLE_PRICE_PARAMS = ("nickname", "tax_behavior")
 DETECT_STAGE = "detect"
+PLAN_STAGE = "plan"
+SILVER_TABLES = tuple(silver.SIDES)
 NULLS_KEPT = {"ignoreNullFields": "false"}
 
 
@@ -384,12 +387,76 @@ def _source_run_id(run: Any, recent: ledger.Recent) -> str:
     return latest
 
 
+@dataclass(frozen=True)
+class _Previous:
+    """The last plan, when this plan would write exactly its corrections again."""
+
+    run_id: str
+    plan_hash: str
+    counts: dict[str, int]
+
+
+def _previous_plan(run: Any, recent: ledger.Recent, source: str, versions: dict[str, int],
+                   spec: int) -> _Previous | None:
+    """The latest ok plan of another run when its corrections are this plan's: it ran under the same
+    configuration (``spec``: incremental.spec_id) and read the very silver versions this plan reads
+    (``versions``), the detect runs both plan read those versions too under that configuration (so
+    their discrepancy rows are the same rows: detect's own reuse rule), and gold.corrections still
+    holds all its corrections under its run id. None otherwise (the plan is computed)."""
+    spark, cfg = run.spark, run.cfg
+    plans = [r for r in recent.get(PLAN_STAGE, []) if r["run_id"] != run.run_id]
+    if not plans:
+        return None
+    last = plans[0]
+    counts = {k: int(v) for k, v in (last["counts"] or {}).items()}
+    if counts.get(incremental.SPEC_COUNT) != spec or "internal_corrections" not in counts:
+        return None  # another configuration, or a plan from before this rule (no count to check)
+
+    def read_now(row: Any) -> bool:
+        got = dict(row["versions_read"] or {})
+        return all(got.get(t) == versions.get(t) for t in SILVER_TABLES)
+
+    if not read_now(last):
+        return None
+    row = (tables.read(spark, cfg, tables.GOLD_PLANS).where(F.col("run_id") == last["run_id"])
+           .select("plan_hash", "source_run_id").first())  # one row: that plan's
+    detects = {r["run_id"]: r for r in recent.get(DETECT_STAGE, [])}
+    planned = [detects.get(source), detects.get(row["source_run_id"]) if row else None]
+    if any(d is None or not read_now(d) or (d["counts"] or {}).get(incremental.SPEC_COUNT) != spec for d in planned):
+        return None
+    held = tables.read(spark, cfg, tables.GOLD_CORRECTIONS).where(F.col("run_id") == last["run_id"]).count()
+    if held != counts.get("corrections"):
+        return None  # some were re-planned or removed since
+    return _Previous(last["run_id"], row["plan_hash"], counts)
+
+
+def _restamp(run: Any, prev: _Previous, status: str) -> None:
+    """Make the previous plan's corrections this run's, as a re-plan of the same rows would: the run
+    id and status move (applied stays applied: Stripe was not observed in another state since, or a
+    silver table would have moved), internal corrections and unplannable records likewise."""
+    spark, cfg = run.spark, run.cfg
+    was = f"run_id = {sql_literal(prev.run_id)}"
+    tables.update_where(spark, cfg, tables.GOLD_CORRECTIONS, was, {
+        "run_id": sql_literal(run.run_id),
+        "status": f"CASE WHEN status = 'applied' THEN status ELSE {sql_literal(status)} END",
+        "last_error": "CASE WHEN status = 'applied' THEN last_error END",
+        "updated_at": "current_timestamp()",
+    })
+    if prev.counts.get("internal_corrections"):
+        tables.update_where(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS, was,
+                            {"run_id": sql_literal(run.run_id), "created_at": "current_timestamp()"})
+    if prev.counts.get("unplannable"):
+        rows = tables.read(spark, cfg, tables.GOLD_QUARANTINE).where(f"{was} AND stage = 'plan'").withColumns(
+            {"run_id": F.lit(run.run_id), "quarantined_at": F.current_timestamp()})
+        tables.append(spark, cfg, tables.GOLD_QUARANTINE, rows)
+
+
 def plan(run: Any) -> dict[str, Any]:
     """Plan corrections for the latest detect run, guard the plan, write gold.corrections,
     gold.internal_corrections and gold.plans. Raises :class:`HeldError` (exit 3) when held."""
     spark, cfg = run.spark, run.cfg
     with run.stage("plan") as st:
-        recent = ledger.recent_ok(spark, cfg, (DETECT_STAGE, guard_mod.LAND_INTERNAL_STAGE,
+        recent = ledger.recent_ok(spark, cfg, (DETECT_STAGE, PLAN_STAGE, guard_mod.LAND_INTERNAL_STAGE,
                                                guard_mod.LAND_STRIPE_STAGE), run_id=run.run_id)
         source = _source_run_id(run, recent)
         hint = "run `recon land internal`, `recon land stripe` and `recon detect` first"
@@ -402,30 +469,38 @@ def plan(run: Any) -> dict[str, Any]:
         n_ip, n_ipr = ip.count(), ipr.count()
         n_stripe = sp.count() + spr.count()
         allow_archives = n_ip > 0
+        spec = incremental.spec_id(spark, cfg)
+        prev = _previous_plan(run, recent, source, st.versions_read, spec) if cfg.detect.reuse_unchanged else None
         small_frames = records.SmallFrames()
-        disc = small_frames.keep(disc)
-        n_disc = disc.count()
-        small_hint = F.broadcast if n_disc <= cfg.detect.broadcast_max_rows else (lambda df: df)
-        ready = silver.stored_ready(spark, cfg, tables.SILVER_STRIPE_PRODUCTS, sp, commits[tables.SILVER_STRIPE_PRODUCTS])
-        sp = records.stripe_keyed(cfg, "product", sp, ready, frames=small_frames)
-        frames = build_corrections(disc, ip, ipr, sp, spr, cfg, run.run_id, allow_archives=allow_archives,
-                                   small=small_hint, keep=small_frames.keep,
-                                   materialize=small_frames.materialize)
-        corr = frames.corrections.cache()
+        corr = None
         try:
-            agg = corr.agg(
-                F.sha2(F.concat_ws(",", F.array_sort(F.collect_list("correction_id"))), 256).alias("plan_hash"),
-                F.count("*").alias("n"),
-                *[F.sum(F.when(F.col("operation") == op, 1).otherwise(0)).alias(op) for op in PRODUCT_OPS + PRICE_OPS],
-            ).first()
-            plan_hash = agg["plan_hash"]
-            counts = {op: int(agg[op] or 0) for op in PRODUCT_OPS + PRICE_OPS}
-            n = int(agg["n"])
+            if prev is not None:  # the same corrections as the last plan: restamped below, not planned again
+                plan_hash, n = prev.plan_hash, prev.counts["corrections"]
+                counts = {op: prev.counts.get(op, 0) for op in PRODUCT_OPS + PRICE_OPS}
+            else:
+                disc = small_frames.keep(disc)
+                n_disc = disc.count()
+                small_hint = F.broadcast if n_disc <= cfg.detect.broadcast_max_rows else (lambda df: df)
+                ready = silver.stored_ready(spark, cfg, tables.SILVER_STRIPE_PRODUCTS, sp,
+                                            commits[tables.SILVER_STRIPE_PRODUCTS])
+                sp = records.stripe_keyed(cfg, "product", sp, ready, frames=small_frames)
+                frames = build_corrections(disc, ip, ipr, sp, spr, cfg, run.run_id, allow_archives=allow_archives,
+                                           small=small_hint, keep=small_frames.keep,
+                                           materialize=small_frames.materialize)
+                corr = frames.corrections.cache()
+                agg = corr.agg(
+                    F.sha2(F.concat_ws(",", F.array_sort(F.collect_list("correction_id"))), 256).alias("plan_hash"),
+                    F.count("*").alias("n"),
+                    *[F.sum(F.when(F.col("operation") == op, 1).otherwise(0)).alias(op) for op in PRODUCT_OPS + PRICE_OPS],
+                ).first()
+                plan_hash = agg["plan_hash"]
+                counts = {op: int(agg[op] or 0) for op in PRODUCT_OPS + PRICE_OPS}
+                n = int(agg["n"])
             archives = sum(counts[op] for op in ARCHIVE_OPS)
-            now, prev = guard_mod.internal_snapshot_counts(spark, cfg, recent)
+            now, prev_internal = guard_mod.internal_snapshot_counts(spark, cfg, recent)
             verdict = guard_mod.evaluate(cfg.guard, guard_mod.GuardInput(
                 writes=n, archives=archives, catalog=max(n_ip + n_ipr, n_stripe),
-                internal_now=now, internal_prev=prev,
+                internal_now=now, internal_prev=prev_internal,
                 creates=counts.get("create_product", 0) + counts.get("create_price", 0),
                 stripe_quarantined=guard_mod.stripe_quarantined(spark, cfg, recent),
                 stripe_snapshots=guard_mod.stripe_snapshot_counts(spark, cfg, recent)))
@@ -434,44 +509,51 @@ def plan(run: Any) -> dict[str, Any]:
                 reasons.append("internal input is empty: no archive was planned")
             status = "held" if verdict.held else "planned"
 
-            out = corr.select(
-                "correction_id", "run_id", F.lit(plan_hash).alias("plan_hash"), "seq", "entity", "key", "stripe_id",
-                "operation", "payload", "observed", "idempotency_key", F.lit(status).alias("status"),
-                F.lit(0).alias("attempts"), F.lit(None).cast("string").alias("last_error"),
-                F.lit(None).cast("string").alias("result_id"), F.current_timestamp().alias("created_at"),
-                F.current_timestamp().alias("updated_at"), "depends_on",
-            )
-            # applied stays applied (never re-sent) unless Stripe was observed in another state since;
-            # everything else is re-planned with the new observation and status.
-            keep = "t.status = 'applied' AND t.observed <=> s.observed"
-            tables.merge_rows(spark, cfg, tables.GOLD_CORRECTIONS, out, ["correction_id"], update={
-                "run_id": "s.run_id", "plan_hash": "s.plan_hash", "seq": "s.seq", "depends_on": "s.depends_on",
-                "observed": "s.observed",
-                "status": f"CASE WHEN {keep} THEN t.status ELSE s.status END",
-                "last_error": f"CASE WHEN {keep} THEN t.last_error END",
-                "updated_at": "s.updated_at",
-            })
-            internal = small_frames.keep(frames.internal)
-            if internal.count():  # a MERGE costs seconds even when it has nothing to write
-                tables.merge_rows(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS, internal, ["correction_id"])
-            n_unplannable = _quarantine(run, frames.unplannable)
+            if prev is not None:
+                _restamp(run, prev, status)
+                n_internal, n_unplannable = prev.counts["internal_corrections"], prev.counts.get("unplannable", 0)
+                st.message = f"silver unchanged since plan run {prev.run_id}: its corrections stand (none planned again)"
+            else:
+                out = corr.select(
+                    "correction_id", "run_id", F.lit(plan_hash).alias("plan_hash"), "seq", "entity", "key",
+                    "stripe_id", "operation", "payload", "observed", "idempotency_key", F.lit(status).alias("status"),
+                    F.lit(0).alias("attempts"), F.lit(None).cast("string").alias("last_error"),
+                    F.lit(None).cast("string").alias("result_id"), F.current_timestamp().alias("created_at"),
+                    F.current_timestamp().alias("updated_at"), "depends_on",
+                )
+                # applied stays applied (never re-sent) unless Stripe was observed in another state since;
+                # everything else is re-planned with the new observation and status.
+                keep = "t.status = 'applied' AND t.observed <=> s.observed"
+                tables.merge_rows(spark, cfg, tables.GOLD_CORRECTIONS, out, ["correction_id"], update={
+                    "run_id": "s.run_id", "plan_hash": "s.plan_hash", "seq": "s.seq", "depends_on": "s.depends_on",
+                    "observed": "s.observed",
+                    "status": f"CASE WHEN {keep} THEN t.status ELSE s.status END",
+                    "last_error": f"CASE WHEN {keep} THEN t.last_error END",
+                    "updated_at": "s.updated_at",
+                })
+                internal = small_frames.keep(frames.internal)
+                n_internal = internal.count()
+                if n_internal:  # a MERGE costs seconds even when it has nothing to write
+                    tables.merge_rows(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS, internal, ["correction_id"])
+                n_unplannable = _quarantine(run, frames.unplannable)
         finally:
-            corr.unpersist()
+            if corr is not None:
+                corr.unpersist()
             small_frames.release()
 
         all_counts = {
             "corrections": n, **counts, "archives": archives, "unplannable": n_unplannable,
-            "catalog_internal": n_ip + n_ipr, "catalog_stripe": n_stripe,
+            "internal_corrections": n_internal, "catalog_internal": n_ip + n_ipr, "catalog_stripe": n_stripe,
         }
         if now is not None:
             all_counts["internal_products_now"] = now
-        if prev is not None:
-            all_counts["internal_products_prev"] = prev
+        if prev_internal is not None:
+            all_counts["internal_products_prev"] = prev_internal
         plan_row = {"plan_hash": plan_hash, "run_id": run.run_id, "status": status, "counts": all_counts,
                     "reasons": reasons, "created_at": dt.datetime.now(dt.timezone.utc), "approved_at": None,
                     "source_run_id": source}
         tables.append(spark, cfg, tables.GOLD_PLANS, tables.local_rows(spark, [plan_row], tables.PLANS_SCHEMA))
-        st.counts.update(all_counts)
+        st.counts.update({**all_counts, incremental.SPEC_COUNT: spec})
         summary: dict[str, Any] = {"plan_hash": plan_hash, "status": status, "source_run_id": source,
                                    **all_counts, "reasons": reasons}
         if verdict.held:

@@ -437,6 +437,13 @@ def delete_where(spark: SparkSession, cfg: Config, name: str, condition: str) ->
         DeltaTable.forPath(spark, table_path(cfg, name)).delete(condition)
 
 
+def update_where(spark: SparkSession, cfg: Config, name: str, condition: str, values: dict[str, str]) -> None:
+    """Set columns (SQL expressions over the row, by column name) on the rows matching ``condition``."""
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, table_path(cfg, name)).update(condition, values)
+
+
 def merge_snapshot(spark: SparkSession, cfg: Config, name: str, source: DataFrame, key: str, hash_col: str,
                    metadata: dict | None = None, delete_missing: bool = True) -> None:
     """Make the table equal ``source`` (unique on ``key``) writing only what changed: rows whose

@@ -7,6 +7,7 @@ import hashlib
 import json
 
 import pytest
+from pyspark.sql import functions as F
 
 from stripe_recon import tables
 from stripe_recon.errors import HeldError
@@ -194,6 +195,71 @@ def test_plan_stage_writes_outbox_and_replans_same_ids(spark, make_cfg, frames):
     plans = tables.read(spark, cfg, tables.GOLD_PLANS).orderBy("run_id").collect()
     assert [(p.run_id, p.status, p.plan_hash) for p in plans] == [("R2", "planned", s1["plan_hash"]),
                                                                   ("R3", "planned", s1["plan_hash"])]
+
+
+def _detect_row(spark, cfg, run_id: str, copy_from: str | None = None) -> None:
+    """A detect ledger row as detect writes it (the silver versions read, the config spec); with
+    ``copy_from``, that run's discrepancy rows under this run id (what a detect that keeps them does)."""
+    from stripe_recon import incremental, silver
+
+    if copy_from:
+        rows = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(f"run_id = '{copy_from}'")
+        tables.append(spark, cfg, tables.GOLD_DISCREPANCIES, rows.withColumn("run_id", F.lit(run_id)))
+    r = Run.new(spark, cfg, run_id)
+    with r.stage("detect") as st:
+        for name in silver.SIDES:
+            r.read_version(st, name)
+        st.counts[incremental.SPEC_COUNT] = incremental.spec_id(spark, cfg)
+
+
+def test_replan_over_unchanged_silver_restamps_the_last_plan(spark, make_cfg, frames):
+    cfg = make_cfg("guard.max_change_ratio=1", "guard.max_archive_ratio=1")
+    _write_inputs(spark, cfg, frames)
+    _detect_row(spark, cfg, "R1")
+    s1 = plan(Run.new(spark, cfg, "R1"))
+    applied_id = next(r.correction_id for r in tables.read(spark, cfg, tables.GOLD_CORRECTIONS).collect()
+                      if (r.operation, r.key) == ("update_price", "PR3"))
+    tables.update_where(spark, cfg, tables.GOLD_CORRECTIONS, f"correction_id = '{applied_id}'",
+                        {"status": "'applied'", "attempts": "1"})
+
+    def state(run_id: str) -> dict:
+        corr = {r.correction_id: {k: v for k, v in r.asDict().items() if k not in ("run_id", "updated_at")}
+                for r in tables.read(spark, cfg, tables.GOLD_CORRECTIONS).collect()}
+        assert {r.run_id for r in tables.read(spark, cfg, tables.GOLD_CORRECTIONS).collect()} == {run_id}
+        internal = [(r.run_id, r.correction_id, r.key, r.new_value)
+                    for r in tables.read(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS).collect()]
+        q = sorted((r.key, tuple(r.reasons)) for r in tables.read(spark, cfg, tables.GOLD_QUARANTINE)
+                   .where(f"run_id = '{run_id}' AND stage = 'plan'").collect())
+        return {"corrections": corr, "internal": internal, "quarantine": q}
+
+    # nothing moved: the last plan's corrections are restamped, not planned again
+    _detect_row(spark, cfg, "R2", copy_from="R1")
+    s2 = plan(Run.new(spark, cfg, "R2"))
+    message = tables.read(spark, cfg, tables.GOLD_RUNS).where("run_id = 'R2' AND stage = 'plan'").first().message
+    assert message == "silver unchanged since plan run R1: its corrections stand (none planned again)"
+    assert {k: v for k, v in s2.items() if k != "source_run_id"} == {k: v for k, v in s1.items() if k != "source_run_id"}
+    restamped = state("R2")
+    assert restamped["corrections"][applied_id]["status"] == "applied"
+    assert {c["status"] for i, c in restamped["corrections"].items() if i != applied_id} == {"planned"}
+    assert restamped["quarantine"] == [("PR5", ("product_not_in_stripe",))]
+
+    # the referee: the same plan computed (reuse off) leaves exactly the same rows
+    _detect_row(spark, cfg, "R3", copy_from="R1")
+    s3 = plan(Run.new(spark, make_cfg("guard.max_change_ratio=1", "guard.max_archive_ratio=1",
+                                      "detect.reuse_unchanged=false"), "R3"))
+    computed = state("R3")
+    assert s3["plan_hash"] == s1["plan_hash"]
+    assert computed["corrections"] == restamped["corrections"]
+    assert [i[1:] for i in computed["internal"]] == [i[1:] for i in restamped["internal"]]
+    assert {i[0] for i in restamped["internal"]} == {"R2"} and {i[0] for i in computed["internal"]} == {"R3"}
+    assert computed["quarantine"] == restamped["quarantine"]
+
+    # a silver table moved: planned again (no message), the same rows since nothing in it changed
+    tables.overwrite(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, tables.read(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS))
+    _detect_row(spark, cfg, "R4", copy_from="R1")
+    plan(Run.new(spark, cfg, "R4"))
+    assert not tables.read(spark, cfg, tables.GOLD_RUNS).where("run_id = 'R4' AND stage = 'plan'").first().message
+    assert state("R4")["corrections"] == restamped["corrections"]
 
 
 def test_plan_held_by_guard(spark, cfg, frames):
