@@ -135,7 +135,16 @@ def changed_keys(run, base: Base, versions: dict[str, int], commits: dict[str, d
     how many there are.
 
     ``versions`` / ``commits``: the silver versions this detect reads and their commit metadata;
-    ``frames``: those versions, by table name (for the prices of a changed product)."""
+    ``frames``: those versions, by table name (for the prices of a changed product). Computed once per
+    run and range: plan asks again for the range its source detect compared (``run.memo``)."""
+    memo_key = ("changed_keys", base.run_id, tuple((t, versions.get(t)) for t in _SILVER_INPUTS))
+    if memo_key not in run.memo:
+        run.memo[memo_key] = _changed_keys(run, base, versions, commits, frames)
+    return run.memo[memo_key]
+
+
+def _changed_keys(run, base: Base, versions: dict[str, int], commits: dict[str, dict],
+                  frames: dict[str, DataFrame]) -> tuple[DataFrame, int]:
     spark, cfg = run.spark, run.cfg
     feeds = {t: _feed(spark, cfg, t, base.versions[t], versions[t]) for t in _SILVER_INPUTS}
     parts: list[DataFrame] = []
@@ -207,14 +216,21 @@ def restrict(df: DataFrame, changed: DataFrame, entity: str, key: Column, sid: C
     return df.join(c, key.eqNullSafe(c["_ck"]) & sid.eqNullSafe(c["_cs"]), "left_semi")
 
 
+def by_name(df: DataFrame, names: DataFrame, how: str, broadcast: bool) -> DataFrame:
+    """The rows of ``df`` (``entity``, ``key``, ``stripe_id``: discrepancies, corrections) that
+    ``names`` (:func:`changed_keys`' ``entity``, ``key``, ``sid``) names (``how="left_semi"``) or does
+    not name (``"left_anti"``): by key, or by Stripe id when the key is null."""
+    c = names.select(F.col("entity").alias("_ce"), F.col("key").alias("_ck"), F.col("sid").alias("_cs"))
+    c = F.broadcast(c) if broadcast else c
+    sid = F.when(F.col("key").isNull(), F.col("stripe_id"))
+    cond = (F.col("entity") == c["_ce"]) & F.col("key").eqNullSafe(c["_ck"]) & sid.eqNullSafe(c["_cs"])
+    return df.join(c, cond, how)
+
+
 def kept_rows(spark: SparkSession, cfg: Config, base: Base, changed: DataFrame | None, broadcast: bool) -> DataFrame:
     """The base run's discrepancy rows of the keys not compared again (all columns but run_id and
     detected_at); all of them when ``changed`` is None."""
     rows = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(F.col("run_id") == F.lit(base.run_id))
-    if changed is None:
-        return rows.drop("run_id", "detected_at")
-    c = changed.select(F.col("entity").alias("_ce"), F.col("key").alias("_ck"), F.col("sid").alias("_cs"))
-    c = F.broadcast(c) if broadcast else c
-    sid = F.when(F.col("key").isNull(), F.col("stripe_id"))
-    cond = (F.col("entity") == c["_ce"]) & F.col("key").eqNullSafe(c["_ck"]) & sid.eqNullSafe(c["_cs"])
-    return rows.join(c, cond, "left_anti").drop("run_id", "detected_at")
+    if changed is not None:
+        rows = by_name(rows, changed, "left_anti", broadcast)
+    return rows.drop("run_id", "detected_at")

@@ -40,11 +40,12 @@ def newest_first() -> tuple[Column, Column]:
 
 
 def recent_ok(spark: SparkSession, cfg: Config, stages: Iterable[str], n: int = 2,
-              run_id: str | None = None) -> Recent:
+              run_id: str | None = None, held_too: Iterable[str] = ()) -> Recent:
     """The newest ``n`` successful ledger rows of each stage in ``stages`` (newest first), plus any
     successful row of ``run_id`` further back, in one read of ``gold.runs``: ``{stage: [Row(run_id,
-    stage, started_at, counts, versions_read)]}``. A stage that needs the ledger several times (plan: its source
-    detect run and the guard's landings) reads it once.
+    stage, started_at, counts, versions_read, status)]}``. A stage that needs the ledger several times (plan: its source
+    detect run and the guard's landings) reads it once. For the stages in ``held_too`` a ``held`` row
+    counts as successful too (a held plan wrote all its corrections).
 
     Example: ``recent_ok(spark, cfg, ["land_internal"])["land_internal"][0].counts``
     """
@@ -56,13 +57,17 @@ def recent_ok(spark: SparkSession, cfg: Config, stages: Iterable[str], n: int = 
     keep = F.col("_rank") <= n
     if run_id is not None:
         keep = keep | (F.col("run_id") == run_id)
+    succeeded = F.col("status") == "ok"
+    held_too = list(held_too)
+    if held_too:
+        succeeded = succeeded | ((F.col("status") == "held") & F.col("stage").isin(held_too))
     rows = (
         tables.read(spark, cfg, tables.GOLD_RUNS)
-        .where(F.col("stage").isin(stages) & (F.col("status") == "ok"))
+        .where(F.col("stage").isin(stages) & succeeded)
         .withColumn("_rank", rank)
         .where(keep)
         .orderBy("stage", "_rank")
-        .select("run_id", "stage", "started_at", "counts", "versions_read")
+        .select("run_id", "stage", "started_at", "counts", "versions_read", "status")
         .collect()  # ledger rows: at most n per stage (+ the run's own)
     )
     for row in rows:
@@ -118,6 +123,9 @@ class Run:
     run_id: str
     records: list[StageRecord] = field(default_factory=list)
     fresh: bool = True  # the run id was made here: no earlier attempt of this run wrote anything
+    #: What one stage computed that a later stage of the same run may reuse instead of computing it
+    #: again (e.g. incremental.changed_keys: detect's changed keys, asked again by plan).
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
     #: Told when a stage starts and ends (the CLI's console.Console): ``stage_started(name)``,
     #: ``stage_finished(name, counts, status, message, seconds)``, ``progress(done, total, unit)``.
     observer: Any = None

@@ -58,6 +58,8 @@ MUTABLE_PRICE_PARAMS = ("nickname", "tax_behavior")
 DETECT_STAGE = "detect"
 PLAN_STAGE = "plan"
 SILVER_TABLES = tuple(silver.SIDES)
+#: The plan ledger count that says whether archives could be planned (1) or not (0: empty internal input).
+ARCHIVES_ALLOWED = "archives_allowed"
 NULLS_KEPT = {"ignoreNullFields": "false"}
 
 
@@ -389,51 +391,65 @@ def _source_run_id(run: Any, recent: ledger.Recent) -> str:
 
 @dataclass(frozen=True)
 class _Previous:
-    """The last plan, when this plan would write exactly its corrections again."""
+    """The last plan (ok or held) this plan builds on: it ran under this configuration, over the
+    discrepancy rows of a detect that read the silver versions it read, and all its corrections are
+    still under its run id."""
 
     run_id: str
     plan_hash: str
     counts: dict[str, int]
+    source_run_id: str  # the detect run it planned
+    versions: dict[str, int]  # the silver versions it and that detect read
+
+    def read_the_same(self, versions: dict[str, int]) -> bool:
+        return all(versions.get(t) == v for t, v in self.versions.items())
+
+
+def _silver_versions(row: Any) -> dict[str, int] | None:
+    """The four silver versions a ledger row read (None when it did not read them all)."""
+    got = dict(row["versions_read"] or {})
+    return {t: int(got[t]) for t in SILVER_TABLES} if all(t in got for t in SILVER_TABLES) else None
 
 
 def _previous_plan(run: Any, recent: ledger.Recent, source: str, versions: dict[str, int],
-                   spec: int) -> _Previous | None:
-    """The latest ok plan of another run when its corrections are this plan's: it ran under the same
-    configuration (``spec``: incremental.spec_id) and read the very silver versions this plan reads
-    (``versions``), the detect runs both plan read those versions too under that configuration (so
-    their discrepancy rows are the same rows: detect's own reuse rule), and gold.corrections still
-    holds all its corrections under its run id. None otherwise (the plan is computed)."""
+                   spec: int, archives_allowed: bool) -> _Previous | None:
+    """The latest ok or held plan of another run when this plan can build on it (:class:`_Previous`):
+    the same configuration (``spec``: incremental.spec_id) and archive rule, its source detect read
+    the versions it read, this plan's source detect read the versions this plan reads
+    (``versions``), both under that configuration, and gold.corrections and
+    gold.internal_corrections still hold all its rows under its run id. None otherwise (the plan is
+    computed in full)."""
     spark, cfg = run.spark, run.cfg
     plans = [r for r in recent.get(PLAN_STAGE, []) if r["run_id"] != run.run_id]
     if not plans:
         return None
     last = plans[0]
     counts = {k: int(v) for k, v in (last["counts"] or {}).items()}
-    if counts.get(incremental.SPEC_COUNT) != spec or "internal_corrections" not in counts:
-        return None  # another configuration, or a plan from before this rule (no count to check)
-
-    def read_now(row: Any) -> bool:
-        got = dict(row["versions_read"] or {})
-        return all(got.get(t) == versions.get(t) for t in SILVER_TABLES)
-
-    if not read_now(last):
-        return None
+    if (counts.get(incremental.SPEC_COUNT) != spec or "internal_corrections" not in counts
+            or counts.get(ARCHIVES_ALLOWED) != int(archives_allowed)):
+        return None  # another configuration or archive rule, or a plan from before these counts
+    its, mine = _silver_versions(last), {t: versions.get(t) for t in SILVER_TABLES}
     row = (tables.read(spark, cfg, tables.GOLD_PLANS).where(F.col("run_id") == last["run_id"])
            .select("plan_hash", "source_run_id").first())  # one row: that plan's
-    detects = {r["run_id"]: r for r in recent.get(DETECT_STAGE, [])}
-    planned = [detects.get(source), detects.get(row["source_run_id"]) if row else None]
-    if any(d is None or not read_now(d) or (d["counts"] or {}).get(incremental.SPEC_COUNT) != spec for d in planned):
+    if its is None or row is None:
         return None
-    held = tables.read(spark, cfg, tables.GOLD_CORRECTIONS).where(F.col("run_id") == last["run_id"]).count()
-    if held != counts.get("corrections"):
-        return None  # some were re-planned or removed since
-    return _Previous(last["run_id"], row["plan_hash"], counts)
+    detects = {r["run_id"]: r for r in recent.get(DETECT_STAGE, [])}
+    for detect_id, read in ((source, mine), (row["source_run_id"], its)):
+        d = detects.get(detect_id)
+        if d is None or _silver_versions(d) != read or (d["counts"] or {}).get(incremental.SPEC_COUNT) != spec:
+            return None
+    for name, count in ((tables.GOLD_CORRECTIONS, "corrections"), (tables.GOLD_INTERNAL_CORRECTIONS,
+                                                                   "internal_corrections")):
+        if counts[count] and tables.read(spark, cfg, name).where(F.col("run_id") == last["run_id"]).count() != counts[count]:
+            return None  # some were re-planned or removed since
+    return _Previous(last["run_id"], row["plan_hash"], counts, row["source_run_id"], its)
 
 
-def _restamp(run: Any, prev: _Previous, status: str) -> None:
+def _restamp(run: Any, prev: _Previous, status: str) -> int:
     """Make the previous plan's corrections this run's, as a re-plan of the same rows would: the run
     id and status move (applied stays applied: Stripe was not observed in another state since, or a
-    silver table would have moved), internal corrections and unplannable records likewise."""
+    silver table would have moved), internal corrections and unplannable records likewise. Returns
+    the unplannable records copied."""
     spark, cfg = run.spark, run.cfg
     was = f"run_id = {sql_literal(prev.run_id)}"
     tables.update_where(spark, cfg, tables.GOLD_CORRECTIONS, was, {
@@ -445,19 +461,54 @@ def _restamp(run: Any, prev: _Previous, status: str) -> None:
     if prev.counts.get("internal_corrections"):
         tables.update_where(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS, was,
                             {"run_id": sql_literal(run.run_id), "created_at": "current_timestamp()"})
-    if prev.counts.get("unplannable"):
-        rows = tables.read(spark, cfg, tables.GOLD_QUARANTINE).where(f"{was} AND stage = 'plan'").withColumns(
-            {"run_id": F.lit(run.run_id), "quarantined_at": F.current_timestamp()})
-        tables.append(spark, cfg, tables.GOLD_QUARANTINE, rows)
+    return _quarantine(run, None, _carried_quarantine(run, prev, None, False))
+
+
+def _carried(run: Any, prev: _Previous, name: str, replanned: DataFrame, broadcast: bool) -> DataFrame:
+    """The previous plan's rows of ``name`` (gold.corrections or gold.internal_corrections) outside the
+    groups planned again, as this run's rows."""
+    rows = tables.read(run.spark, run.cfg, name).where(F.col("run_id") == F.lit(prev.run_id))
+    return incremental.by_name(rows, replanned, "left_anti", broadcast).withColumn("run_id", F.lit(run.run_id))
+
+
+def _carried_quarantine(run: Any, prev: _Previous, replanned: DataFrame | None, broadcast: bool) -> DataFrame | None:
+    """The previous plan's unplannable records (outside ``replanned`` when given), as this run's."""
+    if not prev.counts.get("unplannable"):
+        return None
+    rows = (tables.read(run.spark, run.cfg, tables.GOLD_QUARANTINE)
+            .where((F.col("run_id") == F.lit(prev.run_id)) & (F.col("stage") == "plan")))
+    if replanned is not None:  # plan-stage records are prices, always named by their key
+        rows = incremental.by_name(rows.withColumn("stripe_id", F.lit(None).cast("string")), replanned, "left_anti",
+                                   broadcast).drop("stripe_id")
+    return rows.withColumns({"run_id": F.lit(run.run_id), "quarantined_at": F.current_timestamp()})
+
+
+def _replanned(changed: DataFrame, ipr: DataFrame, small: Callable[[DataFrame], DataFrame]) -> tuple[DataFrame, int]:
+    """The discrepancy groups an incremental plan plans again (``entity``, ``key``, ``sid`` as in
+    incremental.changed_keys): the changed keys, and the product of each changed internal price (a
+    price's create or replace reads its product's resolution, and that product's create when it is
+    being created). Small, computed once, and how many."""
+    price_keys = changed.where((F.col("entity") == "price") & F.col("key").isNotNull()).select(F.col("key").alias("_pk"))
+    products = (ipr.join(small(price_keys), F.col("price_id") == F.col("_pk"), "left_semi")
+                .select(F.lit("product").alias("entity"), F.col("product_id").cast("string").alias("key"),
+                        F.lit(None).cast("string").alias("sid")))
+    out = changed.unionByName(products).distinct().localCheckpoint(eager=True)
+    return out, out.count()  # an aggregate
 
 
 def plan(run: Any) -> dict[str, Any]:
     """Plan corrections for the latest detect run, guard the plan, write gold.corrections,
-    gold.internal_corrections and gold.plans. Raises :class:`HeldError` (exit 3) when held."""
+    gold.internal_corrections and gold.plans. Raises :class:`HeldError` (exit 3) when held.
+
+    With ``detect.reuse_unchanged`` it builds on the last plan (:func:`_previous_plan`): over the same
+    silver versions its corrections stand as they are (restamped); over later versions only the
+    groups the change feed names since (:func:`_replanned`) are planned again and the last plan's
+    other corrections are carried, which is what a plan of every row would write (a group's
+    corrections depend only on its discrepancy rows and its silver rows)."""
     spark, cfg = run.spark, run.cfg
     with run.stage("plan") as st:
         recent = ledger.recent_ok(spark, cfg, (DETECT_STAGE, PLAN_STAGE, guard_mod.LAND_INTERNAL_STAGE,
-                                               guard_mod.LAND_STRIPE_STAGE), run_id=run.run_id)
+                                               guard_mod.LAND_STRIPE_STAGE), run_id=run.run_id, held_too=[PLAN_STAGE])
         source = _source_run_id(run, recent)
         hint = "run `recon land internal`, `recon land stripe` and `recon detect` first"
         names = [tables.GOLD_DISCREPANCIES, tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRICES,
@@ -465,19 +516,35 @@ def plan(run: Any) -> dict[str, Any]:
         commits = {name: run.read_version(st, name) for name in names}
         disc = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES, hint).filter(F.col("run_id") == source)
         ip, ipr, sp, spr = (tables.read(spark, cfg, n, hint) for n in names[1:])
+        silver_frames = dict(zip(names[1:], (ip, ipr, sp, spr), strict=True))
         # Delta answers a bare count from its log: no table is scanned to size the catalog.
         n_ip, n_ipr = ip.count(), ipr.count()
         n_stripe = sp.count() + spr.count()
         allow_archives = n_ip > 0
         spec = incremental.spec_id(spark, cfg)
-        prev = _previous_plan(run, recent, source, st.versions_read, spec) if cfg.detect.reuse_unchanged else None
+        prev = (_previous_plan(run, recent, source, st.versions_read, spec, allow_archives)
+                if cfg.detect.reuse_unchanged else None)
+        same = prev is not None and prev.read_the_same(st.versions_read)
+        replanned, n_replanned, replanned_bcast = None, 0, True
+        if prev is not None and not same:
+            try:
+                changed, n_changed = incremental.changed_keys(run, incremental.Base(prev.source_run_id, prev.versions),
+                                                      st.versions_read, commits, silver_frames)
+                replanned, n_replanned = _replanned(
+                    changed, ipr, F.broadcast if n_changed <= cfg.detect.broadcast_max_rows else (lambda df: df))
+                replanned_bcast = n_replanned <= cfg.detect.broadcast_max_rows
+            except incremental.NoBase as why:
+                st.message = f"full plan: {why}"
+                prev = None
         small_frames = records.SmallFrames()
         corr = None
         try:
-            if prev is not None:  # the same corrections as the last plan: restamped below, not planned again
+            if same:  # the same corrections as the last plan: restamped below, not planned again
                 plan_hash, n = prev.plan_hash, prev.counts["corrections"]
                 counts = {op: prev.counts.get(op, 0) for op in PRODUCT_OPS + PRICE_OPS}
             else:
+                if replanned is not None:
+                    disc = incremental.by_name(disc, replanned, "left_semi", replanned_bcast)
                 disc = small_frames.keep(disc)
                 n_disc = disc.count()
                 small_hint = F.broadcast if n_disc <= cfg.detect.broadcast_max_rows else (lambda df: df)
@@ -487,7 +554,14 @@ def plan(run: Any) -> dict[str, Any]:
                 frames = build_corrections(disc, ip, ipr, sp, spr, cfg, run.run_id, allow_archives=allow_archives,
                                            small=small_hint, keep=small_frames.keep,
                                            materialize=small_frames.materialize)
-                corr = frames.corrections.cache()
+                corr, internal = frames.corrections, frames.internal
+                if replanned is not None:
+                    corr = corr.unionByName(_carried(run, prev, tables.GOLD_CORRECTIONS, replanned, replanned_bcast)
+                                            .select(*corr.columns))
+                    internal = internal.unionByName(
+                        _carried(run, prev, tables.GOLD_INTERNAL_CORRECTIONS, replanned, replanned_bcast)
+                        .withColumn("created_at", F.current_timestamp()).select(*internal.columns))
+                corr = corr.cache()
                 agg = corr.agg(
                     F.sha2(F.concat_ws(",", F.array_sort(F.collect_list("correction_id"))), 256).alias("plan_hash"),
                     F.count("*").alias("n"),
@@ -509,9 +583,9 @@ def plan(run: Any) -> dict[str, Any]:
                 reasons.append("internal input is empty: no archive was planned")
             status = "held" if verdict.held else "planned"
 
-            if prev is not None:
-                _restamp(run, prev, status)
-                n_internal, n_unplannable = prev.counts["internal_corrections"], prev.counts.get("unplannable", 0)
+            if same:
+                n_unplannable = _restamp(run, prev, status)
+                n_internal = prev.counts["internal_corrections"]
                 st.message = f"silver unchanged since plan run {prev.run_id}: its corrections stand (none planned again)"
             else:
                 out = corr.select(
@@ -531,11 +605,16 @@ def plan(run: Any) -> dict[str, Any]:
                     "last_error": f"CASE WHEN {keep} THEN t.last_error END",
                     "updated_at": "s.updated_at",
                 })
-                internal = small_frames.keep(frames.internal)
+                internal = small_frames.keep(internal)
                 n_internal = internal.count()
                 if n_internal:  # a MERGE costs seconds even when it has nothing to write
                     tables.merge_rows(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS, internal, ["correction_id"])
-                n_unplannable = _quarantine(run, frames.unplannable)
+                carried = (_carried_quarantine(run, prev, replanned, replanned_bcast)
+                           if replanned is not None else None)
+                n_unplannable = _quarantine(run, frames.unplannable, carried)
+                if replanned is not None:
+                    st.message = (f"incremental from plan run {prev.run_id}: {n_replanned:,} keys planned again, "
+                                  "its other corrections carried")
         finally:
             if corr is not None:
                 corr.unpersist()
@@ -544,7 +623,10 @@ def plan(run: Any) -> dict[str, Any]:
         all_counts = {
             "corrections": n, **counts, "archives": archives, "unplannable": n_unplannable,
             "internal_corrections": n_internal, "catalog_internal": n_ip + n_ipr, "catalog_stripe": n_stripe,
+            ARCHIVES_ALLOWED: int(allow_archives),
         }
+        if replanned is not None:
+            all_counts["replanned_keys"] = n_replanned
         if now is not None:
             all_counts["internal_products_now"] = now
         if prev_internal is not None:
@@ -565,13 +647,20 @@ def plan(run: Any) -> dict[str, Any]:
     return summary
 
 
-def _quarantine(run: Any, unplannable: DataFrame) -> int:
-    """Corrections that cannot be planned go to gold.quarantine with their reason (nothing lost)."""
-    rows = unplannable.select(
-        F.lit(run.run_id).alias("run_id"), F.lit("plan").alias("stage"), F.lit("plan").alias("source"),
-        "entity", "key", F.array("reason").alias("reasons"), "record",
-        F.lit(None).cast("string").alias("source_file"), F.current_timestamp().alias("quarantined_at"),
-    ).cache()
+def _quarantine(run: Any, unplannable: DataFrame | None, carried: DataFrame | None = None) -> int:
+    """Corrections that cannot be planned go to gold.quarantine with their reason (nothing lost), with
+    the previous plan's records carried to this run (``carried``: gold.quarantine rows)."""
+    parts = [] if carried is None else [carried.select(*tables.QUARANTINE_SCHEMA.names)]
+    if unplannable is not None:
+        parts.insert(0, unplannable.select(
+            F.lit(run.run_id).alias("run_id"), F.lit("plan").alias("stage"), F.lit("plan").alias("source"),
+            "entity", "key", F.array("reason").alias("reasons"), "record",
+            F.lit(None).cast("string").alias("source_file"), F.current_timestamp().alias("quarantined_at"),
+        ))
+    if not parts:
+        return 0
+    rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+    rows = rows.cache()
     try:
         n = rows.count()
         if n:

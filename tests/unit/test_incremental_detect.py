@@ -1,11 +1,14 @@
-"""`detect --incremental` equals a full detect over the same silver, row for row.
+"""`detect --incremental` equals a full detect over the same silver, row for row, and the plan
+built on the last plan equals a plan of every row.
 
 A generated catalog is landed and reconciled once; then rounds of random change sets are applied
 (Debezium events: inserts, updates of each internal attribute, deletes, price moves between
 products, replays of earlier events and older events arriving late; in one round also a changed
 Stripe export: renamed products, a vanished one, a duplicate of a key, a key moved), each followed by
 an incremental detect, which builds on the previous round's incremental result, and by a full
-detect over the same silver as its referee (its ledger rows are removed so it is never a base).
+detect over the same silver as its referee (its ledger rows are removed so it is never a base);
+then a plan, which builds on the previous round's plan, against the corrections build_corrections
+makes of every discrepancy row of the run.
 The rounds are the `incremental` lane (`make test-incremental`, called by .ci/run); `make test`
 checks the fallbacks.
 """
@@ -23,23 +26,62 @@ from pyspark.sql import functions as F
 
 from stripe_recon import tables
 from stripe_recon.detect import detect
+from stripe_recon.errors import HeldError
 from stripe_recon.generate import generate
 from stripe_recon.land.internal import land_internal
 from stripe_recon.land.internal_cdc import land_internal_cdc
 from stripe_recon.land.stripe_files import land_stripe_files
 from stripe_recon.ledger import Run
+from stripe_recon.plan import build_corrections, plan
 
 ROW = ["entity", "key", "stripe_id", "kind", "attribute", "internal_value", "stripe_value", "owner", "action"]
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 
 
+def _sorted(rows) -> list[tuple]:
+    return sorted((tuple(r) for r in rows), key=lambda t: tuple("" if v is None else str(v) for v in t))
+
+
 def _rows(spark, cfg, run_id: str) -> list[tuple]:
-    df = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(F.col("run_id") == run_id).select(*ROW)
-    return sorted((tuple(r) for r in df.collect()), key=lambda t: tuple("" if v is None else str(v) for v in t))
+    return _sorted(tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(F.col("run_id") == run_id).select(*ROW).collect())
 
 
-def _detect_row(spark, cfg, run_id: str):
-    return tables.read(spark, cfg, tables.GOLD_RUNS).where((F.col("run_id") == run_id) & (F.col("stage") == "detect")).first()
+def _detect_row(spark, cfg, run_id: str, stage: str = "detect"):
+    return tables.read(spark, cfg, tables.GOLD_RUNS).where((F.col("run_id") == run_id) & (F.col("stage") == stage)).first()
+
+
+CORRECTION = ["correction_id", "seq", "entity", "key", "stripe_id", "operation", "payload", "observed", "depends_on",
+              "idempotency_key"]
+PULL = ["correction_id", "entity", "key", "attribute", "current_value", "new_value", "stripe_id"]
+
+
+def _planned(spark, cfg, run_id: str) -> dict[str, list[tuple]]:
+    """The run's corrections, pull corrections and unplannable records as the plan stage wrote them."""
+    q = tables.read(spark, cfg, tables.GOLD_QUARANTINE).where((F.col("run_id") == run_id) & (F.col("stage") == "plan"))
+    return {"corrections": _sorted(tables.read(spark, cfg, tables.GOLD_CORRECTIONS)
+                                   .where(F.col("run_id") == run_id).select(*CORRECTION).collect()),
+            "pulls": _sorted(tables.read(spark, cfg, tables.GOLD_INTERNAL_CORRECTIONS)
+                             .where(F.col("run_id") == run_id).select(*PULL).collect()),
+            "unplannable": _sorted(q.select("entity", "key", F.col("reasons")[0], "record").collect())}
+
+
+def _every_row_planned(spark, cfg, run_id: str) -> dict[str, list[tuple]]:
+    """The referee: build_corrections over every discrepancy row of the run and today's silver."""
+    disc = tables.read(spark, cfg, tables.GOLD_DISCREPANCIES).where(F.col("run_id") == run_id)
+    ip, ipr, sp, spr = (tables.read(spark, cfg, n) for n in (
+        tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRICES, tables.SILVER_STRIPE_PRODUCTS,
+        tables.SILVER_STRIPE_PRICES))
+    out = build_corrections(disc, ip, ipr, sp, spr, cfg, run_id, allow_archives=ip.count() > 0)
+    return {"corrections": _sorted(out.corrections.select(*CORRECTION).collect()),
+            "pulls": _sorted(out.internal.select(*PULL).collect()),
+            "unplannable": _sorted(out.unplannable.select("entity", "key", "reason", "record").collect())}
+
+
+def _plan(run: Run) -> dict:
+    try:
+        return plan(run)
+    except HeldError:  # a held plan wrote its corrections (status held) all the same
+        return {}
 
 
 def _iso(v):
@@ -162,6 +204,7 @@ def _rounds(spark, cfg, gen: str, tmp_path, rounds: int, stripe_round: int, seed
                          .where("kind = 'missing_in_internal' AND key IS NOT NULL").select("key").distinct().collect())
     rng = random.Random(seed)
     lsn, earlier = seed * 1_000_000, []
+    _plan(Run.new(spark, cfg))  # the plan the first round builds on
     for rnd in range(rounds):
         prods, prices = _event_rows(spark, cfg)
         lines, lsn = _change_set(rng, prods, prices, stripe_only[2 * rnd:], rnd, lsn, earlier)
@@ -187,6 +230,14 @@ def _rounds(spark, cfg, gen: str, tmp_path, rounds: int, stripe_round: int, seed
         assert _rows(spark, cfg, run.run_id) == _rows(spark, cfg, referee.run_id), f"round {rnd}"
         assert {k: v for k, v in inc.items() if k != "changed_keys"} == full
 
+        _plan(run)
+        planned = _detect_row(spark, cfg, run.run_id, "plan")
+        # (a held plan's ledger message is the guard's; its counts say it built on the last plan)
+        assert 0 < planned.counts.get("replanned_keys", 0) < n_keys, (planned.counts, planned.message)
+        assert _planned(spark, cfg, run.run_id) == _every_row_planned(spark, cfg, run.run_id), f"plan, round {rnd}"
+        statuses = tables.read(spark, cfg, tables.GOLD_CORRECTIONS).where(F.col("run_id") == run.run_id)
+        assert {r.status for r in statuses.select("status").distinct().collect()} <= {"planned", "held"}
+
 
 def test_incremental_detect_falls_back_to_a_full_detect(spark, make_cfg, tmp_path):
     """`make test`: no earlier detect, then an earlier detect under another configuration: each time a
@@ -197,6 +248,13 @@ def test_incremental_detect_falls_back_to_a_full_detect(spark, make_cfg, tmp_pat
     detect(again, incremental_run=True)
     assert "ran under another configuration" in _detect_row(spark, other, again.run_id).message
     assert any(r[3] == "missing_in_internal" and r[8] == "archive" for r in _rows(spark, other, again.run_id))
+
+
+def test_incremental_detect_and_plan_equal_full_ones(spark, make_cfg, tmp_path):
+    """`make test`: one round of CDC events and a changed Stripe export, detect and plan each built on
+    the last ones, row for row against a full detect and a plan of every row."""
+    gen, cfg = _landed_catalog(spark, make_cfg, tmp_path, products=60)
+    _rounds(spark, cfg, gen, tmp_path / "r", rounds=1, stripe_round=0, seed=5)
 
 
 @pytest.mark.incremental
