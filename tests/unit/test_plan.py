@@ -254,11 +254,13 @@ def test_replan_over_unchanged_silver_restamps_the_last_plan(spark, make_cfg, fr
     assert {i[0] for i in restamped["internal"]} == {"R2"} and {i[0] for i in computed["internal"]} == {"R3"}
     assert computed["quarantine"] == restamped["quarantine"]
 
-    # a silver table moved: planned again (no message), the same rows since nothing in it changed
+    # a silver table moved: the keys its change feed names (the four internal products and their five
+    # prices) are planned again, the same rows since nothing in them changed
     tables.overwrite(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, tables.read(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS))
     _detect_row(spark, cfg, "R4", copy_from="R1")
     plan(Run.new(spark, cfg, "R4"))
-    assert not tables.read(spark, cfg, tables.GOLD_RUNS).where("run_id = 'R4' AND stage = 'plan'").first().message
+    message = tables.read(spark, cfg, tables.GOLD_RUNS).where("run_id = 'R4' AND stage = 'plan'").first().message
+    assert message == "incremental from plan run R3: 9 keys planned again, its other corrections carried"
     assert state("R4")["corrections"] == restamped["corrections"]
 
 
