@@ -162,8 +162,9 @@ class DetectConf(Section):
     missing_in_internal_action: Literal["review", "archive"] = "review"
     broadcast_max_rows: int = Field(2_000_000, ge=0)
     #: A detect over the very silver versions the last detect read (same configuration) keeps that
-    #: run's rows instead of comparing again (they are a function of those versions), and a plan over
-    #: the versions the last plan read keeps its corrections (restamped); false: compare and plan.
+    #: run's rows instead of comparing again (they are a function of those versions), and a plan
+    #: builds on the last plan: its corrections restamped over the same versions, else only the keys
+    #: the change feed names since planned again and the rest carried; false: compare and plan all.
     reuse_unchanged: bool = True
 
 

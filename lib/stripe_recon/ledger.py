@@ -151,8 +151,9 @@ class Run:
         self._tell("stage_started", name)
         try:
             yield record
-        except HeldError as exc:
-            record.status, record.message = "held", str(exc)
+        except HeldError as exc:  # what the stage said of its work (e.g. how plan was built) stays, first
+            record.status = "held"
+            record.message = f"{record.message}. {exc}" if record.message else str(exc)
             raise
         except Exception as exc:
             record.status = "failed"

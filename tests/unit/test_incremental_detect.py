@@ -232,8 +232,8 @@ def _rounds(spark, cfg, gen: str, tmp_path, rounds: int, stripe_round: int, seed
 
         _plan(run)
         planned = _detect_row(spark, cfg, run.run_id, "plan")
-        # (a held plan's ledger message is the guard's; its counts say it built on the last plan)
         assert 0 < planned.counts.get("replanned_keys", 0) < n_keys, (planned.counts, planned.message)
+        assert planned.message.startswith("incremental from plan run "), planned.message
         assert _planned(spark, cfg, run.run_id) == _every_row_planned(spark, cfg, run.run_id), f"plan, round {rnd}"
         statuses = tables.read(spark, cfg, tables.GOLD_CORRECTIONS).where(F.col("run_id") == run.run_id)
         assert {r.status for r in statuses.select("status").distinct().collect()} <= {"planned", "held"}

@@ -25,6 +25,10 @@ def test_stage_rows_record_status_counts_and_versions(spark, cfg):
     with pytest.raises(HeldError):
         with run.stage("plan"):
             raise HeldError("too many changes")
+    with pytest.raises(HeldError):
+        with run.stage("plan_again") as st:
+            st.message = "built on run r0"
+            raise HeldError("too many changes")
     with pytest.raises(ValueError):
         with run.stage("push"):
             raise ValueError("boom")
@@ -33,6 +37,7 @@ def test_stage_rows_record_status_counts_and_versions(spark, cfg):
     assert rows["land"].counts == {"rows_in": 7}
     assert rows["land"].versions_read == {tables.SILVER_INTERNAL_PRODUCTS: 0}
     assert (rows["plan"].status, rows["plan"].message) == ("held", "too many changes")
+    assert (rows["plan_again"].status, rows["plan_again"].message) == ("held", "built on run r0. too many changes")
     assert (rows["push"].status, rows["push"].message) == ("failed", "ValueError: boom")
     assert {r.run_id for r in rows.values()} == {"r1"}
 
