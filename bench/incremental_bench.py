@@ -227,6 +227,8 @@ def main() -> int:
         "rows_products": rows, "change_fraction": change, "events": made, "phases": phases,
         "full_stages": stage_seconds(spark, cfg, full_run.run_id),
         "incremental_stages": stage_seconds(spark, cfg, inc_run.run_id),
+        "incremental_messages": {r["stage"]: r["message"] for r in tables.read(spark, cfg, tables.GOLD_RUNS)
+                                 .where(F.col("run_id") == inc_run.run_id).select("stage", "message").collect()},
         "changed_keys": outcome["detect"].get("changed_keys"),
         "ratio_incremental_over_full": round(inc_s / full_s, 4),
         "incremental_equals_full_detect": check,
@@ -238,6 +240,7 @@ def main() -> int:
     }
     print(f"{'':>16}  full stages {result['full_stages']}")
     print(f"{'':>16}  incremental stages {result['incremental_stages']}")
+    print(f"{'':>16}  incremental messages {result['incremental_messages']}")
     if jobs:
         print(f"{'':>16}  {jobs['jobs']} Spark jobs, {jobs['job_seconds']} s in jobs; the slowest call sites:")
         for site in jobs["slowest"]:
