@@ -17,8 +17,7 @@
    ``_hash``) computed by the same :func:`common.publish`, and MERGEd into silver in one MERGE per
    table that updates only rows whose ``_hash`` changed and deletes nothing; bad rows go to
    gold.quarantine and leave silver's row as it was.
-5. **Positions**: every non-stale change's position is recorded (one MERGE for both entities, newer
-   positions only).
+5. **Positions**: every non-stale change's position is recorded (MERGE, newer positions only).
 
 Counts (the ledger row): ``rows_in`` = events = ``landed + quarantined + skipped``, where skipped =
 tombstones/truncates/messages + events superseded by a newer one of the same key in the batch +
@@ -79,10 +78,9 @@ def land_internal_cdc(run: Run, path: str | None = None, servers: str | None = N
             rejected = [changes.quarantine_rows(run.run_id)] if events["quarantined"] else []
             result: dict[str, Any] = {}
             manifest_rows = []
-            positions: list[DataFrame] = []
             for plural, spec in SPECS.items():
                 counts, pub = _apply(run, spec, changes.changes(plural), events[f"{plural}.rows"], source, spec_id,
-                                     where, frames, positions)
+                                     where, frames)
                 counts["superseded"] = events[f"{plural}.changes"] - events[f"{plural}.rows"]
                 result[plural] = counts
                 if pub is not None:
@@ -91,8 +89,6 @@ def land_internal_cdc(run: Run, path: str | None = None, servers: str | None = N
                     manifest = {"rows": events[f"{plural}.rows"], "h_lo": 0, "h_hi": 0}
                     manifest_rows.append(manifest_row(run, "internal", plural, [where], manifest, 0,
                                                       pub.counts, pub.details))
-            if positions:
-                _record_positions(run, positions)
         finally:
             frames.release()
             changes.flagged.unpersist()
@@ -132,17 +128,14 @@ def _as_text(df: DataFrame, name: str) -> Column:
 
 
 def _apply(run: Run, spec: EntitySpec, change_rows: DataFrame, n_changes: int, source: str, spec_id: str,
-           where: str, frames: records.SmallFrames, to_record: list[DataFrame]) -> tuple[dict[str, int], Any]:
+           where: str, frames: records.SmallFrames) -> tuple[dict[str, int], Any]:
     """Apply one entity's change rows (one per key, ``n_changes`` of them); returns (counts, Published
-    or None) and appends the positions to record (unless every change was stale) to ``to_record``.
+    or None).
 
     Silver and the positions table are first cut to the keys the changes name
     (:func:`records.rows_named`, the keys broadcast while there are at most
     ``detect.broadcast_max_rows``): each is scanned once and never shuffled, so the cost of applying a
-    few changes does not grow with the tables' size. The change rows joined with them are kept in
-    memory (they are as many as the changes): the stale count, the silver rows and their MERGE read
-    them without scanning silver again. At most ``land.memory_max_rows`` changes are MERGEd into
-    silver from memory, more through a scratch table (common.write_snapshot)."""
+    few changes does not grow with the tables' size."""
     spark, cfg = run.spark, run.cfg
     key = spec.key
     columns = [c for c in change_rows.columns if not c.startswith("_")]
@@ -165,7 +158,7 @@ def _apply(run: Run, spec: EntitySpec, change_rows: DataFrame, n_changes: int, s
     stale = F.col("_p_key").isNotNull() & (_position(F.col("_lsn"), F.col("_ts_ms"))
                                            <= _position(F.col("_p_lsn"), F.col("_p_ts_ms")))
     unknown_delete = (F.col("_op") == "delete") & F.col("_s_key").isNull()
-    rows = frames.keep(rows.withColumns({"_stale": stale, "_unknown_delete": ~stale & unknown_delete}))
+    rows = rows.withColumns({"_stale": stale, "_unknown_delete": ~stale & unknown_delete})
     got = rows.agg(F.count(F.lit(1)).alias("n"), F.count_if("_stale").alias("stale"),
                    F.count_if("_unknown_delete").alias("unknown")).first()  # aggregate
     n, n_stale, n_unknown = int(got["n"]), int(got["stale"]), int(got["unknown"])
@@ -191,24 +184,21 @@ def _apply(run: Run, spec: EntitySpec, change_rows: DataFrame, n_changes: int, s
         flagged = _flagged(run, spec.plural, arrived)
         landing = {"spec": spec_id, "run_id": run.run_id, "input": {"cdc": where}}
         pub = publish(run, spec, flagged, [r.name for r in suite_rules(run, spec)], frames, metadata=landing,
-                      changes_only=True, one_per_key=True, in_memory=n_changes <= run.cfg.land.memory_max_rows)
+                      changes_only=True, one_per_key=True)
         counts.update(pub.counts)
     if n - n_stale > 0:
-        to_record.append(rows.select(F.lit(spec.entity).alias("entity"), F.col(key).alias("key"),
-                                     F.col("_lsn").alias("lsn"), F.col("_ts_ms").alias("ts_ms"),
-                                     F.lit(run.run_id).alias("run_id")))
+        _record_positions(run, spec, change_rows)
     return counts, pub
 
 
-def _record_positions(run: Run, positions: list[DataFrame]) -> None:
-    """Keep, per entity and key, the newest source position seen (a stale row's is not newer: no
-    update), for every entity in one MERGE."""
+def _record_positions(run: Run, spec: EntitySpec, change_rows: DataFrame) -> None:
+    """Keep, per key, the newest source position seen (a stale row's is not newer: no update)."""
     from delta.tables import DeltaTable
 
     spark, cfg = run.spark, run.cfg
-    pos = positions[0]
-    for more in positions[1:]:
-        pos = pos.unionByName(more)
+    pos = change_rows.select(F.lit(spec.entity).alias("entity"), F.col(spec.key).alias("key"),
+                             F.col("_lsn").alias("lsn"), F.col("_ts_ms").alias("ts_ms"),
+                             F.lit(run.run_id).alias("run_id"))
     if not tables.exists(spark, cfg, POSITIONS):
         tables.append(spark, cfg, POSITIONS, pos)
         return
