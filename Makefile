@@ -42,6 +42,7 @@ venv: $(STAMP)
 # once into spark.ivy_dir; sessions then start from the local jars (no Ivy output). Silent when done.
 jars: $(STAMP)
 	@$(BIN)/python -m stripe_recon.jars --quiet
+	@$(BIN)/python -m stripe_recon.jvm_archive
 
 $(STRIPE_MOCK):
 	mkdir -p $(TOOLS)

@@ -48,6 +48,7 @@ class SparkConf(Section):
     ui_enabled: bool = False
     driver_memory: str = "4g"
     ivy_dir: str = "./.cache/ivy"
+    class_archive: bool = True
     log_file: str | None = None
     extra_packages: list[str] = Field(default_factory=list)
     conf: dict[str, Any] = Field(default_factory=dict)

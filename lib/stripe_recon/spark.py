@@ -21,6 +21,7 @@ from pathlib import Path
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
+from . import jvm_archive
 from .config import Config
 from .jars import ICU4J_PACKAGE, KAFKA_CONNECTOR, kafka_package, local_jars  # noqa: F401 - re-exported (were declared here)
 
@@ -146,12 +147,15 @@ def _local_session(cfg: Config, quiet: bool = False, announce: Callable[[str], N
     root = Path(cfg.storage.root) if "://" not in cfg.storage.root else Path("./data")
     ivy = Path(cfg.spark.ivy_dir).resolve()
     ivy.mkdir(parents=True, exist_ok=True)
-    java_opts = f"-Dderby.system.home={(root / 'derby').resolve()} -Dlog4j2.configurationFile={LOG4J2_CONF.as_uri()}"
+    jars = local_jars(cfg, announce)
+    java_opts = " ".join(filter(None, [
+        f"-Dderby.system.home={(root / 'derby').resolve()} -Dlog4j2.configurationFile={LOG4J2_CONF.as_uri()}",
+        jvm_archive.java_options(cfg, jars)]))
     builder = (
         SparkSession.builder.master(cfg.spark.master)
         .appName(cfg.spark.app_name)
         .config("spark.jars.ivy", str(ivy))
-        .config("spark.jars", ",".join(local_jars(cfg, announce)))
+        .config("spark.jars", ",".join(jars))
         .config("spark.ui.enabled", str(cfg.spark.ui_enabled).lower())
         .config("spark.sql.warehouse.dir", str((root / "warehouse").resolve()))
         .config("spark.driver.extraJavaOptions", java_opts)
