@@ -61,5 +61,5 @@ setup(
     extras_require={"spark": SPARK, "dev": DEV},
     # recon-job: for schedulers that call the entry function instead of running the script
     # (Databricks python_wheel_task): a non-zero result is raised as SystemExit so the task fails.
-    entry_points={"console_scripts": ["recon=stripe_recon.cli:main", "recon-job=stripe_recon.deploy:job_entry"]},
+    entry_points={"console_scripts": ["recon=stripe_recon.cli:main", "recon-job=stripe_recon.job_entry:job_entry"]},
 )

@@ -31,7 +31,7 @@ def parse_args(argv: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    from stripe_recon.deploy import parse_overrides, recon_argv, run_recon
+    from stripe_recon.job_entry import parse_overrides, recon_argv, run_recon
 
     opts = parse_args(argv)
     try:

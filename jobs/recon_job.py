@@ -10,7 +10,7 @@ session (master, jars, packages) is reused, never overridden. Example::
 
 import sys
 
-from stripe_recon.deploy import run_recon
+from stripe_recon.job_entry import run_recon
 
 if __name__ == "__main__":
     sys.exit(run_recon(sys.argv[1:]))

@@ -43,15 +43,13 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from . import incremental, records, silver, tables
+from . import catalog, incremental, records, silver, tables
 from . import normalise as N
 from .config import Attribute, Config
 from .errors import ConfigError
 from .unknown import by_key, quarantined_keys
 
 KINDS = ("missing_in_stripe", "missing_in_internal", "field_mismatch", "duplicate_in_stripe", "price_product_mismatch")
-# Stripe price fields that cannot be updated: a change means a new price (action ``replace``).
-IMMUTABLE_PRICE_FIELDS = frozenset({"unit_amount", "currency", "interval", "interval_count", "recurring", "type"})
 _ROW_FIELDS = ("key", "stripe_id", "kind", "attribute", "internal_value", "stripe_value", "owner", "action")
 ROW_TYPE = T.ArrayType(T.StructType([T.StructField(f, T.StringType()) for f in _ROW_FIELDS]))
 
@@ -148,7 +146,8 @@ class _Compiler:
 
     # -- actions ---------------------------------------------------------------------------
     def action(self, owner: Column | str, attr: Attribute, stripe_field: str, ti: Column, ts: Column) -> Column:
-        push = "replace" if self.entity.name == "price" and stripe_field in IMMUTABLE_PRICE_FIELDS else "push"
+        # A price field Stripe cannot update (catalog.py) is pushed as a new price: action ``replace``.
+        push = "replace" if self.entity.name == "price" and catalog.replaces("price", stripe_field) else "push"
         if attr.resolve == "latest_wins":
             i_sec = F.date_trunc("second", ti)
             s_sec = F.date_trunc("second", ts)

@@ -19,7 +19,8 @@ Stripe inputs and the plan, where dropping a row would make detect or push do th
 
 Values known only at run time are GX suite parameters (``{"$PARAMETER": "iso_currencies"}``) and SQL
 macros in ``unexpected_rows_query`` (``${exponent:currency}``, ``${minor_units:amount:currency}``,
-``${touches_stripe_owned:entity:payload}``), expanded by :func:`load_suite` from code and config.
+``${touches_stripe_owned:entity:payload}``, ``${sets_replaced_price_param:payload}``), expanded by
+:func:`load_suite` from code and config (catalog.py says which price parameters need a replace_price).
 
 Stripe's limits (stripe_limits.py) reach the suites the same way: the parameter
 ``stripe_limit_<key>`` and the macro ``${stripe_limit:<key>}`` hold the number, and a rule checking
@@ -45,7 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from . import currencies, stripe_limits
+from . import catalog, currencies, stripe_limits
 from .config import Config, expectations_dir
 from .errors import ConfigError
 from .quarantine import Rule
@@ -159,28 +160,41 @@ def _minor_units(cfg: Config, amount_col: str, currency_col: str) -> str:
 def _touches_stripe_owned(cfg: Config, entity_col: str, payload_col: str) -> str:
     """TRUE when a correction's payload writes an attribute or metadata key owned by Stripe."""
     keys = f"coalesce(json_object_keys({payload_col}), array())"
-    recurring = f"coalesce(json_object_keys(get_json_object({payload_col}, '$.recurring')), array())"
     parts: list[str] = []
     for entity, attrs in (("product", cfg.attributes.product), ("price", cfg.attributes.price)):
         checks = []
         for attr in attrs.values():
             if attr.owner != "stripe":
                 continue
-            field = attr.stripe.split(".")[-1]
-            if attr.compare == "map" or field == "metadata":
+            param = catalog.param_of(entity, attr.stripe)
+            if attr.compare == "map" or attr.stripe == "metadata":
                 checks.append(f"array_contains({keys}, 'metadata')")
-            elif field in ("interval", "interval_count"):
-                checks.append(f"array_contains({recurring}, {_lit(field)})")
+            elif attr.stripe.startswith("metadata."):  # one metadata key mapped to its own attribute
+                key = _lit(attr.stripe.removeprefix("metadata."))
+                checks.append(f"array_contains({_json_keys(payload_col, 'metadata')}, {key})")
+            elif param is not None and param.name != attr.stripe:  # sent inside its parameter: recurring.interval
+                checks.append(f"array_contains({_json_keys(payload_col, param.name)}, {_lit(attr.stripe)})")
             else:
-                checks.append(f"array_contains({keys}, {_lit(field)})")
+                checks.append(f"array_contains({keys}, {_lit(attr.stripe)})")
         if checks:
             parts.append(f"({entity_col} = {_lit(entity)} AND ({' OR '.join(checks)}))")
     owned = [k for k, owner in cfg.metadata.owners.items() if owner == "stripe"]
     if owned:
-        mkeys = f"coalesce(json_object_keys(get_json_object({payload_col}, '$.metadata')), array())"
+        mkeys = _json_keys(payload_col, "metadata")
         tests = [f"k LIKE {_lit(_like_prefix(k[:-1]))}" if k.endswith("*") else f"k = {_lit(k)}" for k in owned]
         parts.append(f"exists({mkeys}, k -> {' OR '.join(tests)})")
     return " OR ".join(parts) if parts else "false"
+
+
+def _json_keys(payload_col: str, field: str) -> str:
+    """The keys of the JSON object ``payload.<field>`` (an empty array when there is none)."""
+    return f"coalesce(json_object_keys(get_json_object({payload_col}, '$.{field}')), array())"
+
+
+def _sets_replaced_price_param(cfg: Config, payload_col: str) -> str:
+    """TRUE when a payload sets a price parameter Stripe cannot update (catalog.py: replace_price)."""
+    fixed = ", ".join(_lit(n) for n in sorted(catalog.names("price", change="replace")))
+    return f"arrays_overlap(coalesce(json_object_keys({payload_col}), array()), array({fixed}))"
 
 
 def _stripe_limit(cfg: Config, key: str) -> str:
@@ -217,6 +231,7 @@ MACROS = {
     "exponent": _exponent,
     "minor_units": _minor_units,
     "touches_stripe_owned": _touches_stripe_owned,
+    "sets_replaced_price_param": _sets_replaced_price_param,
     "stripe_limit": _stripe_limit,
     "product_key_in_metadata": _product_key_in_metadata,
     "metadata_keys_sent": _metadata_keys_sent,

@@ -42,9 +42,9 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from . import catalog, incremental, ledger, records, silver, tables
 from . import guard as guard_mod
-from . import incremental, ledger, records, silver, tables
-from .config import Config
+from .config import Attribute, Config
 from .errors import HeldError, InputError
 from .lease import sql_literal
 
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 PRODUCT_OPS = ("create_product", "update_product", "archive_product")
 PRICE_OPS = ("create_price", "replace_price", "update_price", "archive_price")
 ARCHIVE_OPS = ("archive_product", "archive_price")
-#: Price parameters Stripe lets us update in place (everything else is immutable -> replace_price).
-MUTABLE_PRICE_PARAMS = ("nickname", "tax_behavior")
 DETECT_STAGE = "detect"
 PLAN_STAGE = "plan"
 SILVER_TABLES = tuple(silver.SIDES)
@@ -128,6 +126,16 @@ def _price_observed(alias: str = "spr") -> Column:
         ),
         NULLS_KEPT,
     )
+
+
+def _set_in_place(attr: Attribute) -> bool:
+    """A scalar price attribute that update_price sets from its internal value (catalog.py says which
+    parameters Stripe updates). ``active`` has its own line (true re-activates, false is archive_price);
+    a ``while_unspecified`` parameter (tax_behavior) needs Stripe's current value to choose between an
+    update and a replace_price, which silver does not land yet, so it is not planned in place."""
+    param = catalog.param_of("price", attr.stripe)
+    return (param is not None and param.change == "update" and param.name == attr.stripe
+            and attr.compare != "map" and param.name not in ("active", "metadata"))
 
 
 def _price_create_struct(extra: str = "") -> str:
@@ -318,7 +326,7 @@ def build_corrections(
 
     pr_fields = ["'active', CASE WHEN array_contains(g.attrs, 'active') THEN true END"]
     for name, attr in cfg.attributes.price.items():
-        if attr.stripe in MUTABLE_PRICE_PARAMS:
+        if _set_in_place(attr):
             pr_fields.append(
                 f"'{attr.stripe}', CASE WHEN array_contains(g.attrs, '{name}') "
                 f"THEN coalesce(CAST(ip.{_q(attr.internal)} AS STRING), '') END"

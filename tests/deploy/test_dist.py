@@ -10,6 +10,7 @@ is imported from the new venv's own site-packages and that its conf/ comes from 
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -43,13 +44,13 @@ def test_dist_holds_wheel_zip_and_entry_scripts(dist):
     for conf in ("base.yaml", "local.yaml", "glue.yaml", "databricks.yaml"):
         assert f"stripe_recon/conf/{conf}" in names
         assert whl_text(dist / wheels[0], f"stripe_recon/conf/{conf}") == (REPO / "conf" / conf).read_text()
-    assert {"stripe_recon/cli.py", "stripe_recon/deploy.py", "stripe_recon/spark.py"} <= names
+    assert {"stripe_recon/cli.py", "stripe_recon/deploy.py", "stripe_recon/job_entry.py", "stripe_recon/spark.py"} <= names
     # Clusters bring their own Spark: pyspark/delta-spark only under the [spark] extra.
     requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist:")]
     assert not [r for r in requires if ("pyspark" in r or "delta-spark" in r) and "extra ==" not in r]
     assert any(r.startswith("Requires-Dist: pyspark") and 'extra == "spark"' in r for r in requires)
     assert "recon = stripe_recon.cli:main" in entry_points
-    assert "recon-job = stripe_recon.deploy:job_entry" in entry_points
+    assert "recon-job = stripe_recon.job_entry:job_entry" in entry_points
 
 
 def whl_text(wheel: Path, name: str) -> str:
@@ -124,3 +125,20 @@ def test_databricks_bundle_runs_entry_points_and_conf_the_wheel_has(dist):
     cfg = load_config("databricks.yaml", environ={})
     assert (cfg.stripe.key_source, cfg.stripe.databricks_scope, cfg.stripe.databricks_key) == (
         "databricks", "stripe-recon", "api-key")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """The stripe_recon modules a file imports, at any depth (lazy imports inside functions too)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_cli_and_deploy_do_not_import_each_other():
+    """The job's entry (job_entry.py) imports the CLI; the CLI's `recon deploy glue` imports deploy.py."""
+    lib = REPO / "lib" / "stripe_recon"
+    assert "deploy" in _imported_modules(lib / "cli.py")
+    assert "cli" not in _imported_modules(lib / "deploy.py")
+    assert "cli" in _imported_modules(lib / "job_entry.py")

@@ -14,7 +14,8 @@ import boto3
 import pytest
 
 from stripe_recon.config import load_config
-from stripe_recon.deploy import DELTA_CONF_CHAIN, parse_overrides, recon_argv
+from stripe_recon.deploy import DELTA_CONF_CHAIN
+from stripe_recon.job_entry import parse_overrides, recon_argv
 
 # conftest adds org.apache.hadoop:hadoop-aws to the shared session when this module is collected.
 NEEDS_HADOOP_AWS = True

@@ -215,6 +215,8 @@ def test_price_rejects_unknown_product_bad_currency_and_kwd_rounding(client, emu
 
 @pytest.mark.parametrize("field,value", [
     ("unit_amount", 5), ("currency", "eur"), ("recurring", {"interval": "year"}), ("product", "prod_1"),
+    ("unit_amount_decimal", "5.5"), ("billing_scheme", "tiered"), ("tiers_mode", "graduated"),
+    ("transform_quantity", {"divide_by": 2, "round": "up"}), ("type", "one_time"),
 ])
 def test_immutable_price_fields_are_rejected(client, emu, field, value):
     _product(client, "prod_1")

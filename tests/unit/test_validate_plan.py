@@ -109,6 +109,8 @@ BAD = [
     (corr("price_amount", "update_price", {"unit_amount": 2999}), ["immutable_price_field"]),
     (corr("price_recurring", "update_price", {"recurring": {"interval": "year"}}), ["immutable_price_field"]),
     (corr("price_cur_prod", "update_price", {"currency": "eur", "product": "prod_9"}), ["immutable_price_field"]),
+    (corr("price_tiers", "update_price", {"tiers_mode": "graduated"}), ["immutable_price_field"]),
+    (corr("price_transform", "update_price", {"transform_quantity": {"divide_by": 2}}), ["immutable_price_field"]),
     (corr("bad_json", "update_product", "{not json"), ["payload_not_json_object"]),
     (corr("json_array", "update_product", "[1, 2]"), ["payload_not_json_object"]),
     (corr("customer", "update_product", {"name": "x"}, entity="customer"), ["unknown_entity"]),

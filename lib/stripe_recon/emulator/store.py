@@ -20,29 +20,26 @@ import string
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
+from .. import catalog
 from ..currencies import EXPONENTS
 from ..stripe_limits import limit
 from .errors import StripeAPIError, invalid, missing, unknown_param
 from .events import EventLog, changed_fields
 from .forms import as_bool, as_dict, as_int, as_list, as_str
 
-PRODUCT_CREATE = {
-    "id", "name", "description", "active", "metadata", "tax_code", "images", "url", "unit_label",
-    "shippable", "statement_descriptor", "marketing_features", "package_dimensions", "expand",
-}
-PRODUCT_UPDATE = (PRODUCT_CREATE - {"id"}) | {"default_price"}
-PRICE_CREATE = {
-    "product", "currency", "unit_amount", "unit_amount_decimal", "recurring", "lookup_key",
-    "transfer_lookup_key", "nickname", "metadata", "active", "tax_behavior", "billing_scheme", "expand",
-}
-PRICE_UPDATE = {"active", "nickname", "lookup_key", "transfer_lookup_key", "metadata", "tax_behavior", "expand"}
-PRICE_IMMUTABLE = {
-    "unit_amount", "unit_amount_decimal", "currency", "recurring", "product", "billing_scheme", "tiers",
-    "tiers_mode", "type", "custom_unit_amount", "transform_quantity",
-}
+# What each request accepts, from the one declaration of Stripe's parameters (catalog.py); ``expand`` is
+# a request option, not a field.
+PRODUCT_CREATE = catalog.names("product", create=True) | {"expand"}
+PRODUCT_UPDATE = catalog.updatable("product") | {"expand"}
+#: Price parameters Stripe accepts that this emulator does not implement yet: refused, not ignored.
+PRICE_NOT_EMULATED = frozenset({"tiers", "tiers_mode", "transform_quantity", "custom_unit_amount"})
+PRICE_CREATE = (catalog.names("price", create=True) - PRICE_NOT_EMULATED) | {"expand"}
+PRICE_UPDATE = catalog.updatable("price") | {"expand"}
+PRICE_IMMUTABLE = catalog.names("price", change="replace")
 LIST_COMMON = {"limit", "starting_after", "ending_before", "created", "active", "expand"}
 PRODUCT_LIST = LIST_COMMON | {"ids", "shippable", "url"}
 PRICE_LIST = LIST_COMMON | {"lookup_keys", "product", "currency", "type"}
@@ -54,7 +51,7 @@ CUSTOM_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,255}$")
 _ALNUM = string.ascii_letters + string.digits
 
 
-def _check_params(params: dict[str, Any], allowed: set[str], hint: Callable[[str], str] | None = None) -> None:
+def _check_params(params: dict[str, Any], allowed: AbstractSet[str], hint: Callable[[str], str] | None = None) -> None:
     for name in params:
         if name not in allowed:
             raise unknown_param(name, hint(name) if hint else "")
