@@ -16,6 +16,8 @@ The rules (primary record, both-inactive, metadata per key, latest_wins) are doc
 Choices made here:
 
 - Attributes and metadata keys owned by ``ignore`` are not compared at all (no row).
+- An attribute whose internal column the landed input did not have (silver.compared_config) is not
+  compared in that run, as if owned by ``ignore``; the ledger row names it.
 - ``owner`` is the attribute's owner on field_mismatch rows, ``internal`` on missing_in_stripe and
   price_product_mismatch, null on missing_in_internal and duplicate_in_stripe.
 - ``latest_wins``: internal ``updated_at`` (truncated to whole seconds, as Stripe's times are) vs
@@ -493,16 +495,22 @@ def detect(run, incremental_run: bool = False) -> dict[str, int]:
     again only the keys changed since the versions it read (incremental.py); the rows written are
     those a full detect would write. When that run cannot be built on, a full detect runs and the
     ledger message says why."""
-    spark, cfg = run.spark, run.cfg
+    spark = run.spark
     with run.stage("detect") as st:
         frames, commits = {}, {}
         for name in SILVER_INPUTS:
             commits[name] = run.read_version(st, name)
-            frames[name] = tables.read(spark, cfg, name, hint="run `recon land internal` and `recon land stripe` first")
+            frames[name] = tables.read(spark, run.cfg, name, hint="run `recon land internal` and `recon land stripe` first")
+        cfg, skipped = silver.compared_config(run.cfg, commits)
         ready = ready_frames(spark, cfg, frames, commits, st.versions_read)
         notes = []
+        if skipped:
+            notes.append("not compared (the internal input has no such column): "
+                         + ", ".join(f"{e}.{n}" for e, names in skipped.items() for n in names))
         stale = sorted(set(frames) - ready)
-        if stale:
+        if stale and skipped:
+            notes.append("fingerprints computed here without them")
+        elif stale:
             notes.append(f"fingerprints computed here for {', '.join(stale)} (land again to store them under this config)")
         elif "product_keys" not in ready:
             notes.append("product keys of silver.stripe_prices computed here (silver.stripe_products changed since)")
@@ -564,6 +572,7 @@ def detect(run, incremental_run: bool = False) -> dict[str, int]:
             if n:
                 counts[f"{e}.{k}"] = n
         counts.update({f"{e}.unknown_keys": n for e, n in n_unknown.items()})
+        counts.update({f"{e}.attributes_not_compared": len(names) for e, names in skipped.items()})
         if base is not None:
             counts["changed_keys"] = n_changed
         st.counts.update(counts)

@@ -529,7 +529,7 @@ def plan(run: Any) -> dict[str, Any]:
         n_ip, n_ipr = ip.count(), ipr.count()
         n_stripe = sp.count() + spr.count()
         allow_archives = n_ip > 0
-        spec = incremental.spec_id(spark, cfg)
+        spec = incremental.spec_id(spark, silver.compared_config(cfg, commits)[0])  # as detect's
         prev = (_previous_plan(run, recent, source, st.versions_read, spec, allow_archives)
                 if cfg.detect.reuse_unchanged else None)
         same = prev is not None and prev.read_the_same(st.versions_read)

@@ -13,7 +13,8 @@ The silver commit's ``userMetadata`` says under which configuration they were ma
 (``{"fingerprint": <spec id>}``, see :func:`fingerprint_spec`) and, on Stripe prices, which version of
 silver.stripe_products the product keys come from (``product_keys_from``). A reader trusts the stored
 columns only when the table's latest commit says so for the current configuration
-(:func:`stored_ready`); after a config change or a write by another tool it derives them itself.
+(:func:`stored_ready`); after a config change or a write by another tool it derives them itself. An
+internal landing also records the canonical columns its input did not have (:func:`absent_columns`).
 
 Example::
 
@@ -139,6 +140,38 @@ def stored_ready(spark: SparkSession, cfg: Config, table: str, df: DataFrame, co
         return False
     meta = tables.commit_metadata(spark, cfg, table) if commit is None else commit
     return meta.get("fingerprint") == fingerprint_spec(cfg, table, N.icu_available(spark))
+
+
+#: The landing record's list of canonical columns the internal input did not have (land/internal.py):
+#: their attributes are not the internal side's to compare while silver holds that landing (detect.py).
+ABSENT = "absent_columns"
+
+
+def absent_columns(commit: dict) -> list[str]:
+    """The canonical internal columns missing from the input that the commit's landing came from."""
+    value = (commit.get("landing") or {}).get(ABSENT) if isinstance(commit.get("landing"), dict) else None
+    return sorted(c for c in value if isinstance(c, str)) if isinstance(value, list) else []
+
+
+def compared_config(cfg: Config, commits: dict[str, dict]) -> tuple[Config, dict[str, list[str]]]:
+    """``cfg`` as detect and plan apply it to the silver versions whose commit metadata is ``commits``
+    (table -> metadata): an attribute whose internal column the landed input did not have is not the
+    internal side's to compare in this run (owner ``ignore``; design.md "Catalog fields"). Returns that
+    config and the attributes left out, per entity (empty: ``cfg`` itself)."""
+    skipped: dict[str, list[str]] = {}
+    for table, (entity, side) in SIDES.items():
+        absent = set(absent_columns(commits.get(table) or {})) if side == "internal" else set()
+        attrs = cfg.attributes.product if entity == "product" else cfg.attributes.price
+        names = sorted(n for n, a in attrs.items() if a.owner != "ignore" and a.internal.split(".")[0] in absent)
+        if names:
+            skipped[entity] = names
+    if not skipped:
+        return cfg, {}
+    attributes = cfg.attributes.model_copy(update={
+        entity: {n: a.model_copy(update={"owner": "ignore"}) if n in skipped.get(entity, ()) else a
+                 for n, a in getattr(cfg.attributes, entity).items()}
+        for entity in ("product", "price")})
+    return cfg.model_copy(update={"attributes": attributes}), skipped
 
 
 def product_keys_ready(commit: dict, products_version: int | None) -> bool:

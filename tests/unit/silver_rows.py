@@ -40,10 +40,11 @@ def sprice(id, lookup_key, product, currency="usd", unit_amount=1999, interval=N
 
 
 def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s=(), fingerprints=False,
-                 landing=None):
+                 landing=None, absent=None):
     """Write the four silver tables with tables.overwrite (empty when not given); with
     ``fingerprints`` they also get the derived columns land stores (silver.derive), as land writes them;
-    with ``landing`` (``{"internal": run_id, "stripe": run_id}``) each commit names its landing run."""
+    with ``landing`` (``{"internal": run_id, "stripe": run_id}``) each commit names its landing run;
+    ``absent`` (``{"product": [column, ...]}``): the internal input had no such columns, as land records."""
     for name, schema, rows in [
         (tables.SILVER_INTERNAL_PRODUCTS, tables.SILVER_INTERNAL_PRODUCTS_SCHEMA, products_i),
         (tables.SILVER_STRIPE_PRODUCTS, tables.SILVER_STRIPE_PRODUCTS_SCHEMA, products_s),
@@ -57,8 +58,14 @@ def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s
                 products = tables.read(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
                 version = tables.version(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
             df, metadata = silver.derive(spark, cfg, name, df, products=products, products_version=version)
-        if landing and landing.get(silver.SIDES[name][1]):
-            metadata = {**(metadata or {}), "landing": {"run_id": landing[silver.SIDES[name][1]]}}
+        entity, side = silver.SIDES[name]
+        record = {}
+        if landing and landing.get(side):
+            record["run_id"] = landing[side]
+        if absent and side == "internal" and absent.get(entity):
+            record[silver.ABSENT] = list(absent[entity])
+        if record:
+            metadata = {**(metadata or {}), "landing": record}
         tables.overwrite(spark, cfg, name, df, metadata)
 
 

@@ -259,6 +259,31 @@ def test_missing_in_internal_archive_action_and_missing_table(spark, make_cfg):
 
 
 @STORED
+def test_an_attribute_whose_column_the_input_lacked_is_not_compared(spark, make_cfg, stored):
+    """design.md "Catalog fields": an internal input without description / nickname (land records the
+    absent columns with the silver commit) leaves those attributes uncompared, and says so; the same
+    silver landed from an input that had the columns compares them."""
+    cfg = make_cfg()
+    catalog = ([iprod("P1", description=None), iprod("P2", name="Old")],
+               [sprod("prod_1", "P1", description="In Stripe"), sprod("prod_2", "P2", name="New")],
+               [iprice("R1", "P1", nickname=None)], [sprice("price_1", "R1", "prod_1", nickname="Stripe's")])
+    mismatches = [("price", "R1", "price_1", "field_mismatch", "nickname", None, "Stripe's", "internal", "push"),
+                  ("product", "P1", "prod_1", "field_mismatch", "description", None, "In Stripe", "internal", "push"),
+                  ("product", "P2", "prod_2", "field_mismatch", "name", "Old", "New", "internal", "push")]
+    write_silver(spark, cfg, *catalog, fingerprints=stored)
+    detect(Run.new(spark, cfg, "with-columns"))
+    assert _rows(spark, cfg, "with-columns") == sorted(mismatches, key=repr)
+
+    write_silver(spark, cfg, *catalog, fingerprints=stored,
+                 absent={"product": ["description", "tax_code"], "price": ["nickname", "updated_at"]})
+    counts = detect(Run.new(spark, cfg, "without"))
+    assert _rows(spark, cfg, "without") == [mismatches[2]]
+    assert "not compared (the internal input has no such column): product.description, product.tax_code, " \
+           "price.nickname" in _detect_message(spark, cfg, "without")
+    assert (counts["product.attributes_not_compared"], counts["price.attributes_not_compared"]) == (2, 1)
+
+
+@STORED
 def test_numeric_tolerance_is_compared_outside_the_fingerprint(spark, make_cfg, stored):
     cfg = make_cfg("attributes.price.amount.compare=numeric", "attributes.price.amount.tolerance=100")
     write_silver(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import Row
 
+from stripe_recon import silver as silver_mod
 from stripe_recon import tables
 from stripe_recon.errors import InputError
 from stripe_recon.land.internal import land_internal
@@ -138,6 +139,14 @@ def test_parquet_with_map_metadata_and_missing_optional_columns(spark, make_cfg,
             interval=None, interval_count=None, active=None, nickname=None, updated_at=None)]
     raw = tables.read(spark, run.cfg, tables.BRONZE_INTERNAL_PRODUCTS).first()._raw
     assert '"unknown_col":"extra"' in raw  # unknown input columns are kept in bronze
+    # The missing columns are recorded with the silver commit (detect leaves their attributes out) and said.
+    assert silver_mod.absent_columns(tables.commit_metadata(spark, run.cfg, tables.SILVER_INTERNAL_PRODUCTS)) == [
+        "deleted_at", "description", "tax_code"]
+    assert silver_mod.absent_columns(tables.commit_metadata(spark, run.cfg, tables.SILVER_INTERNAL_PRICES)) == [
+        "active", "interval", "nickname", "updated_at"]
+    message = tables.read(spark, run.cfg, tables.GOLD_RUNS).where("stage = 'land_internal'").first().message
+    assert message == ("format=parquet; not in the input (landed as null): products.description, products.deleted_at, "
+                       "products.tax_code, prices.interval, prices.active, prices.nickname, prices.updated_at")
 
 
 def test_delta_input(spark, make_cfg, tmp_path):

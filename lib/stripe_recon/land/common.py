@@ -341,9 +341,13 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
                                           products_version=products_version, frames=frames)
     meta = {**derived_meta, "unique": [spec.key], "landing": {**metadata, "rules_spec": rules_spec(run, spec)}}
     if changes_only:
-        carried = carried_quarantine_runs(run, spec)
+        before = tables.commit_metadata(run.spark, cfg, spec.silver)
+        carried = carried_quarantine_runs(run, spec, before)
         if carried:
             meta[unknown.QUARANTINE_RUNS] = carried
+        # Changes keep the columns the snapshot under them did not have: still not compared.
+        if silver.absent_columns(before) and silver.ABSENT not in metadata:
+            meta["landing"][silver.ABSENT] = silver.absent_columns(before)
     version = write_snapshot(run, spec.silver, derived, meta, delete_missing=not changes_only, in_memory=in_memory)
     observed_row = obs.get
     if not observed_row:
@@ -362,12 +366,13 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
     return Published(counts, rejected, {**got, "silver_version": version})
 
 
-def carried_quarantine_runs(run: Run, spec: EntitySpec) -> list[str]:
+def carried_quarantine_runs(run: Run, spec: EntitySpec, latest: dict) -> list[str]:
     """The runs whose quarantine rows a change landing keeps (unknown.py): those named by the table's
-    latest commit that rejected records of this table. Applying changes does not make a key that an
-    earlier landing rejected known: it stays unknown until a snapshot landing replaces the table."""
+    latest commit (``latest``: its metadata) that rejected records of this table. Applying changes does
+    not make a key that an earlier landing rejected known: it stays unknown until a snapshot landing
+    replaces the table."""
     spark, cfg = run.spark, run.cfg
-    before = [r for r in unknown.runs_of(tables.commit_metadata(spark, cfg, spec.silver)) if r != run.run_id]
+    before = [r for r in unknown.runs_of(latest) if r != run.run_id]
     if not before or not tables.exists(spark, cfg, tables.GOLD_QUARANTINE):
         return []
     q = tables.read(spark, cfg, tables.GOLD_QUARANTINE).where(

@@ -84,10 +84,15 @@ def land_internal(run: Run) -> dict[str, Any]:
     spark = run.spark
     with run.stage("land_internal") as st:
         inputs: dict[str, tuple[DataFrame, str]] = {}
+        absent: dict[str, list[str]] = {}
         for entity, plural in (("product", "products"), ("price", "prices")):
             df, where = _read(run, src, plural)
             _check_columns(df, entity, where)
             inputs[plural] = (df, where)
+            absent[plural] = absent_columns(df, entity)
+        # Recorded with the silver commit: detect leaves their attributes uncompared (silver.absent_columns).
+        missing = [f"{p}.{c}" for p, cols in absent.items() for c in cols]
+        without = f"; not in the input (landed as null): {', '.join(missing)}" if missing else ""
         arrived = {p: _arrived(df, SPECS[p].entity) for p, (df, _) in inputs.items()}
         files = {p: _files(df, where) for p, (df, where) in inputs.items()}
         spec_id = landing_spec(run, list(SPECS.values()), {"side": "internal"})
@@ -102,7 +107,7 @@ def land_internal(run: Run) -> dict[str, Any]:
                 _check_not_empty(src, inputs, manifests)
                 result = repeat_landing(run, "internal", same[0]["run_id"], manifests, files)
                 st.counts.update(ledger_counts(result))
-                st.message = f"format={src.format}; unchanged since run {same[0]['run_id']}: nothing written"
+                st.message = f"format={src.format}{without}; unchanged since run {same[0]['run_id']}: nothing written"
                 return {**result, "paths": {p: w for p, (_, w) in inputs.items()}, "unchanged_since": same[0]["run_id"],
                         **{k: st.counts[k] for k in ("rows_in", "landed", "quarantined")}}
 
@@ -135,7 +140,8 @@ def land_internal(run: Run) -> dict[str, Any]:
         try:
             for plural, spec in SPECS.items():
                 source = _bronze_of_run(run, plural) if full_bronze[plural] else flagged[plural]
-                landing = {"spec": spec_id, "run_id": run.run_id, "input": manifests[plural]}
+                landing = {"spec": spec_id, "run_id": run.run_id, "input": manifests[plural],
+                           silver.ABSENT: absent[plural]}
                 pub = publish(run, spec, source, [r.name for r in suite_rules(run, spec)], frames, metadata=landing,
                               in_memory=in_memory)
                 result[plural] = pub.counts
@@ -149,7 +155,7 @@ def land_internal(run: Run) -> dict[str, Any]:
         write_quarantine(run, "internal", rejected)
         write_manifest(run, "internal", manifest_rows)
         st.counts.update(ledger_counts({k: result[k] for k in ("products", "prices")}))
-        st.message = f"format={src.format}"
+        st.message = f"format={src.format}{without}"
         result["paths"] = {plural: where for plural, (_, where) in inputs.items()}
         result.update({k: st.counts[k] for k in ("rows_in", "landed", "quarantined")})
     return result
@@ -293,6 +299,12 @@ def _read_jdbc(run: Run, src: InternalSource, plural: str) -> tuple[DataFrame, s
 def _lower_names(df: DataFrame) -> dict[str, str]:
     """Input columns by lower-cased name (matching is case-insensitive), lineage columns excluded."""
     return {c.lower(): c for c in df.columns if c not in canonical.LINEAGE_COLS and c != CORRUPT}
+
+
+def absent_columns(df: DataFrame, entity: str) -> list[str]:
+    """The canonical columns of ``entity`` the input does not have (each optional one lands as null)."""
+    present = _lower_names(df)
+    return [c for c in _COLUMNS[entity] if c not in present]
 
 
 def _check_columns(df: DataFrame, entity: str, where: str) -> None:
