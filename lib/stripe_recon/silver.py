@@ -149,7 +149,8 @@ ABSENT = "absent_columns"
 
 def absent_columns(commit: dict) -> list[str]:
     """The canonical internal columns missing from the input that the commit's landing came from."""
-    value = (commit.get("landing") or {}).get(ABSENT) if isinstance(commit.get("landing"), dict) else None
+    landing = commit.get("landing")
+    value = landing.get(ABSENT) if isinstance(landing, dict) else None
     return sorted(c for c in value if isinstance(c, str)) if isinstance(value, list) else []
 
 

@@ -346,8 +346,9 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
         if carried:
             meta[unknown.QUARANTINE_RUNS] = carried
         # Changes keep the columns the snapshot under them did not have: still not compared.
-        if silver.absent_columns(before) and silver.ABSENT not in metadata:
-            meta["landing"][silver.ABSENT] = silver.absent_columns(before)
+        absent = silver.absent_columns(before)
+        if absent and silver.ABSENT not in metadata:
+            meta["landing"][silver.ABSENT] = absent
     version = write_snapshot(run, spec.silver, derived, meta, delete_missing=not changes_only, in_memory=in_memory)
     observed_row = obs.get
     if not observed_row:
