@@ -136,7 +136,7 @@ class Run:
 
     def read_version(self, record: StageRecord, name: str) -> dict:
         """Note the current Delta version of ``name`` as read by this stage; returns the metadata its
-        writer attached to that commit (:func:`tables.commit_metadata`), read in the same history read."""
+        writer attached to that commit (:func:`tables.commit_metadata`), read from the same commit file."""
         v, metadata = tables.last_commit(self.spark, self.cfg, name)
         if v is not None:
             record.versions_read[name] = v

@@ -335,36 +335,67 @@ def read_or_empty(spark: SparkSession, cfg: Config, name: str, schema: T.StructT
 
 
 def last_commit(spark: SparkSession, cfg: Config, name: str) -> tuple[int | None, dict]:
-    """(current Delta version, the JSON object a stripe-recon writer attached to that commit) in one
-    read of the table's history; (None, {}) when the table is missing. See :func:`commit_metadata`."""
-    from delta.tables import DeltaTable
+    """(current Delta version, the JSON object a stripe-recon writer attached to that commit);
+    (None, {}) when the table is missing. See :func:`commit_metadata`.
 
+    Read from the transaction log itself (the newest ``_delta_log/<version>.json`` and its
+    ``commitInfo`` line), not with ``DeltaTable.history(1)``: the history is a Spark job over the
+    log (0.15-0.9 s here, and every stage asks this of four or five tables), while a listing and
+    one small file read are a few milliseconds, locally and on object stores alike."""
     if not exists(spark, cfg, name):
         return None, {}
-    row = DeltaTable.forPath(spark, table_path(cfg, name)).history(1).select("version", "userMetadata").first()
-    if not row:
+    log = _DeltaLogFiles(spark, table_path(cfg, name))
+    latest = log.latest_version()
+    if latest is None:
         return None, {}
-    try:
-        meta = json.loads(row[1]) if row[1] else {}
-    except ValueError:
-        meta = {}
-    return int(row[0]), meta if isinstance(meta, dict) else {}
+    return latest, log.user_metadata(latest)
 
 
 def commit_at(spark: SparkSession, cfg: Config, name: str, version: int) -> dict:
     """The JSON object a stripe-recon writer attached to ``version`` of ``name`` ({} when the table,
-    the version or its history entry is gone)."""
-    from delta.tables import DeltaTable
-
+    the version or its log entry is gone: Delta removes log files past ``delta.logRetentionDuration``)."""
     if not exists(spark, cfg, name):
         return {}
-    row = (DeltaTable.forPath(spark, table_path(cfg, name)).history()
-           .where(f"version = {int(version)}").select("userMetadata").first())
-    try:
-        meta = json.loads(row[0]) if row and row[0] else {}
-    except ValueError:
-        meta = {}
-    return meta if isinstance(meta, dict) else {}
+    return _DeltaLogFiles(spark, table_path(cfg, name)).user_metadata(int(version))
+
+
+class _DeltaLogFiles:
+    """A Delta table's ``_delta_log`` read through Hadoop's FileSystem (any URI Spark reads).
+
+    A version exists when its commit file ``%020d.json`` does (path-based tables, no coordinated
+    commits); each commit file holds one JSON action per line, ``commitInfo`` among them (Delta
+    writes it with every commit; ``userMetadata`` is the writer's option of that name)."""
+
+    def __init__(self, spark: SparkSession, path: str) -> None:
+        jvm = spark._jvm
+        self._jvm = jvm
+        self._dir = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log")
+        self._fs = self._dir.getFileSystem(spark._jsc.hadoopConfiguration())
+
+    def latest_version(self) -> int | None:
+        names = (status.getPath().getName() for status in self._fs.listStatus(self._dir))
+        versions = [int(n[:20]) for n in names if len(n) == 25 and n.endswith(".json") and n[:20].isdigit()]
+        return max(versions, default=None)
+
+    def user_metadata(self, version: int) -> dict:
+        path = self._jvm.org.apache.hadoop.fs.Path(self._dir, f"{version:020d}.json")
+        try:
+            stream = self._fs.open(path)
+        except Exception:  # py4j wraps the FileNotFoundException of a version whose log is gone
+            return {}
+        try:
+            text = self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+        for line in text.splitlines():
+            if line.lstrip().startswith('{"commitInfo"'):
+                raw = json.loads(line)["commitInfo"].get("userMetadata")
+                try:
+                    meta = json.loads(raw) if raw else {}
+                except ValueError:
+                    return {}
+                return meta if isinstance(meta, dict) else {}
+        return {}
 
 
 def version(spark: SparkSession, cfg: Config, name: str) -> int | None:

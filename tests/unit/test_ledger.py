@@ -97,3 +97,28 @@ def test_local_rows_hold_every_value_exactly_and_refuse_a_wrong_type(spark):
     bad = T.StructType([T.StructField("n", T.LongType())])
     with pytest.raises(Exception, match="(?i)malformed|parse|FAILFAST"):
         tables.local_rows(spark, [{"n": "not a number"}], bad).collect()
+
+
+def test_commit_metadata_is_read_from_the_log_as_delta_history_reports_it(spark, cfg):
+    """tables.last_commit / commit_at read the commit files themselves; Delta's history is the referee:
+    every version (appends, an overwrite, a MERGE, a delete, a checkpoint), with and without metadata."""
+    import json
+
+    from delta.tables import DeltaTable
+
+    name = tables.GOLD_RUNS.replace("runs", "commit_probe")
+    assert tables.last_commit(spark, cfg, name) == (None, {})
+    assert tables.commit_at(spark, cfg, name, 0) == {}
+    rows = spark.range(3).selectExpr("CAST(id AS STRING) AS k", "id AS v")
+    tables.overwrite(spark, cfg, name, rows, {"landing": {"run_id": "r0"}}, properties={"delta.checkpointInterval": "3"})
+    tables.append(spark, cfg, name, rows.selectExpr("concat(k, 'x') AS k", "v"))
+    tables.merge_rows(spark, cfg, name, rows.selectExpr("k", "v + 10 AS v"), ["k"])
+    tables.delete_where(spark, cfg, name, "k = '0x'")
+    tables.overwrite(spark, cfg, name, rows, {"n": 4, "text": "a \"quoted\" value"})
+    history = {r.version: r.userMetadata for r in
+               DeltaTable.forPath(spark, tables.table_path(cfg, name)).history().collect()}
+    assert len(history) == 5
+    assert tables.last_commit(spark, cfg, name) == (max(history), {"n": 4, "text": 'a "quoted" value'})
+    for version, meta in history.items():
+        assert tables.commit_at(spark, cfg, name, version) == (json.loads(meta) if meta else {})
+    assert tables.commit_at(spark, cfg, name, max(history) + 1) == {}
