@@ -31,16 +31,13 @@ from pyspark.sql import functions as F
 from . import canonical, records, silver, tables
 from .config import Config
 
-#: Commit metadata key: the runs whose stage ``validate`` quarantine rows were removed from the table
-#: by the input gate (validate.py), besides the landing's own run.
-QUARANTINE_RUNS = "quarantine_runs"
+QUARANTINE_RUNS = silver.QUARANTINE_RUNS  # the commit metadata key (silver.Commit.quarantine_runs)
 COLUMNS = ("entity", "side", "key", "stripe_id", "reasons", "run_id")
 
 
-def runs_of(commit: dict) -> list[str]:
+def runs_of(commit: dict | silver.Commit) -> list[str]:
     """The run ids whose quarantine rows belong to a silver version (from its commit metadata)."""
-    landing = (commit.get("landing") or {}).get("run_id")
-    return [r for r in [landing, *(commit.get(QUARANTINE_RUNS) or [])] if r]
+    return silver.Commit.of(commit).runs
 
 
 def _sql_list(values: list[str]) -> str:

@@ -53,10 +53,9 @@ from typing import Any
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from . import gx_suites, ledger, quarantine, tables
+from . import gx_suites, ledger, quarantine, silver, tables
 from .errors import HeldError
 from .quarantine import REASONS
-from .unknown import QUARANTINE_RUNS
 
 log = logging.getLogger(__name__)
 
@@ -210,17 +209,17 @@ def _vouched_by_landing(run, suite_name: str, table: str, df: DataFrame, commit:
     suite's row rules on every record in its own pass (as Delta Live Tables' expectations do) and
     recorded the counts in bronze.manifests, so they are read, not recomputed. None (check every row
     here) when the latest commit is not land's, was made under other row rules, or has no manifest."""
-    landing = commit.get("landing") or {}
-    if suite_name not in _LANDED or not landing.get("run_id"):
+    landing = silver.Commit.of(commit).landing
+    if suite_name not in _LANDED or landing is None or not landing.run_id:
         return None
     t0 = time.monotonic()
     side, entity, key = _LANDED[suite_name]
     suite = gx_suites.load_suite(suite_name, run.cfg)
-    if landing.get("rules_spec") != gx_suites.landing_rules_spec(suite, key, run.cfg):
+    if landing.rules_spec != gx_suites.landing_rules_spec(suite, key, run.cfg):
         return None
     if any(e["meta"].get("rule") and e["meta"]["severity"] == "warn" for e in suite["expectations"]):
         return None  # land evaluates error rules only; warn row rules are counted on the rows here
-    manifest = tables.landing_manifests(run.spark, run.cfg, landing["run_id"], side).get(entity)
+    manifest = tables.landing_manifests(run.spark, run.cfg, landing.run_id, side).get(entity)
     if not manifest or manifest.get("silver_version") is None:
         return None
     suite = _vouch_unique(suite, commit, table)
@@ -313,7 +312,7 @@ def _finish_table(run, gx: GxRunner, first: FirstPass, extra_params: dict[str, A
             )
             quarantine.append_quarantine(run, rows)
             # The rewritten table names this run: detect treats its rejected keys as unknown (unknown.py).
-            commit = {**commit, QUARANTINE_RUNS: [*(commit.get(QUARANTINE_RUNS) or []), run.run_id]}
+            commit = {**commit, **silver.Commit.of(commit).with_quarantine_run(run.run_id).as_json()}
             if meta.get("row_failures") == "hold":
                 counts = ", ".join(f"{k}: {v}" for k, v in res.reasons.items())
                 res.held_because.append(f"{res.quarantined} rows broke row rules ({counts}); this suite holds on them")
@@ -350,7 +349,7 @@ def _vouch_unique(suite: dict[str, Any], commit: dict[str, Any], table: str) -> 
     would cost a shuffle of the whole table (the largest part of this gate). A later write by any
     other tool carries no such metadata, and then the rule is evaluated on the rows as usual; the
     gate's own rewrite only removes rows and carries the metadata over."""
-    vouched = set(commit.get("unique") or [])
+    vouched = set(silver.Commit.of(commit).unique)
     if not vouched:
         return suite
     note = f"guaranteed by the writer of {table} (commit metadata 'unique'): not re-checked"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 
@@ -51,22 +52,19 @@ def write_silver(spark, cfg, products_i=(), products_s=(), prices_i=(), prices_s
         (tables.SILVER_INTERNAL_PRICES, tables.SILVER_INTERNAL_PRICES_SCHEMA, prices_i),
         (tables.SILVER_STRIPE_PRICES, tables.SILVER_STRIPE_PRICES_SCHEMA, prices_s),
     ]:
-        df, metadata = spark.createDataFrame(list(rows), schema), None
+        df, commit = spark.createDataFrame(list(rows), schema), silver.Commit()
         if fingerprints:
             products = version = None
             if name == tables.SILVER_STRIPE_PRICES:
                 products = tables.read(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
                 version = tables.version(spark, cfg, tables.SILVER_STRIPE_PRODUCTS)
-            df, metadata = silver.derive(spark, cfg, name, df, products=products, products_version=version)
+            df, commit = silver.derive(spark, cfg, name, df, products=products, products_version=version)
         entity, side = silver.SIDES[name]
-        record = {}
-        if landing and landing.get(side):
-            record["run_id"] = landing[side]
-        if absent and side == "internal" and absent.get(entity):
-            record[silver.ABSENT] = list(absent[entity])
-        if record:
-            metadata = {**(metadata or {}), "landing": record}
-        tables.overwrite(spark, cfg, name, df, metadata)
+        run_id = (landing or {}).get(side)
+        gone = tuple((absent or {}).get(entity, ())) if side == "internal" else ()
+        if run_id or gone:
+            commit = dataclasses.replace(commit, landing=silver.Landing(run_id=run_id, absent_columns=gone))
+        tables.overwrite(spark, cfg, name, df, commit.as_json() or None)
 
 
 def write_quarantine(spark, cfg, rows):

@@ -32,7 +32,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyspark import StorageLevel
@@ -182,15 +182,15 @@ def landing_spec(run: Run, specs: list[EntitySpec], extra: dict[str, Any]) -> st
 
 
 def unchanged_since(run: Run, specs: list[EntitySpec], manifest: dict[str, int], spec_id: str,
-                    commits: dict[str, dict]) -> dict | None:
+                    commits: dict[str, dict]) -> silver.Landing | None:
     """The landing record of the side's last landing when this input is the same (same manifest and
     landing spec, and every silver table's latest commit is that landing's); else None."""
     found = None
     for s in specs:
-        landing = (commits.get(s.silver) or {}).get("landing") or {}
-        if landing.get("spec") != spec_id or landing.get("input") != manifest:
+        landing = silver.Commit.of(commits.get(s.silver)).landing
+        if landing is None or landing.spec != spec_id or landing.input != manifest:
             return None
-        if found is not None and landing.get("run_id") != found.get("run_id"):
+        if found is not None and landing.run_id != found.run_id:
             return None
         found = landing
     return found
@@ -306,14 +306,14 @@ def mark_latest_versions(flagged: DataFrame, broadcast_max: int, frames: records
 
 
 def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[str], frames: records.SmallFrames,
-            *, metadata: dict[str, Any], products: DataFrame | None = None, products_version: int | None = None,
+            *, landing: silver.Landing, products: DataFrame | None = None, products_version: int | None = None,
             changes_only: bool = False, one_per_key: bool = False, in_memory: bool = False,
             context: Callable[[DataFrame], DataFrame] | None = None) -> Published:
     """Silver for one entity from its flagged records (pass B); returns the counts and the rejected rows.
 
     ``flagged``: the typed silver columns, ``_reasons`` (land's row rules), ``_suite_reasons``,
-    ``_record``, ``_rh``, lineage (Stripe: also ``_row``, ``is_deleted``, ``raw``...). ``metadata``: the
-    landing record (spec, run, input manifest) stored with the silver commit. ``changes_only``: the
+    ``_record``, ``_rh``, lineage (Stripe: also ``_row``, ``is_deleted``, ``raw``...). ``landing``: the
+    landing record (spec, run, input manifest) stored with the silver commit (silver.Commit). ``changes_only``: the
     records are changes (CDC), not a snapshot: silver keys they do not name are kept. ``context``:
     given the clean rows, the silver rows derived and MERGEd with them (land/stripe_changes.py: the
     per-key columns of a change depend on the other records of its key). ``one_per_key``: no key can
@@ -337,19 +337,18 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
     rows = clean.select(*canonical.silver_columns(spec.schema), F.col(silver.RAW_HASH))
     if context is not None:
         rows = rows.unionByName(context(rows))
-    derived, derived_meta = silver.derive(run.spark, cfg, spec.silver, rows, products=products,
-                                          products_version=products_version, frames=frames)
-    meta = {**derived_meta, "unique": [spec.key], "landing": {**metadata, "rules_spec": rules_spec(run, spec)}}
+    derived, derived_commit = silver.derive(run.spark, cfg, spec.silver, rows, products=products,
+                                            products_version=products_version, frames=frames)
+    landing = replace(landing, rules_spec=rules_spec(run, spec))
     if changes_only:
-        before = tables.commit_metadata(run.spark, cfg, spec.silver)
-        carried = carried_quarantine_runs(run, spec, before)
-        if carried:
-            meta[unknown.QUARANTINE_RUNS] = carried
+        before = silver.Commit.of(tables.commit_metadata(run.spark, cfg, spec.silver))
         # Changes keep the columns the snapshot under them did not have: still not compared.
-        absent = silver.absent_columns(before)
-        if absent and silver.ABSENT not in metadata:
-            meta["landing"][silver.ABSENT] = absent
-    version = write_snapshot(run, spec.silver, derived, meta, delete_missing=not changes_only, in_memory=in_memory)
+        if before.landing and before.landing.absent_columns and not landing.absent_columns:
+            landing = replace(landing, absent_columns=before.landing.absent_columns)
+        derived_commit = replace(derived_commit, quarantine_runs=tuple(carried_quarantine_runs(run, spec, before)))
+    commit = replace(derived_commit, unique=(spec.key,), landing=landing)
+    version = write_snapshot(run, spec.silver, derived, commit.as_json(), delete_missing=not changes_only,
+                             in_memory=in_memory)
     observed_row = obs.get
     if not observed_row:
         # Spark 3.5 (Glue 5.0) can hand back an empty observation (seen on Stripe prices, whose write
@@ -367,7 +366,7 @@ def publish(run: Run, spec: EntitySpec, flagged: DataFrame, suite_names: list[st
     return Published(counts, rejected, {**got, "silver_version": version})
 
 
-def carried_quarantine_runs(run: Run, spec: EntitySpec, latest: dict) -> list[str]:
+def carried_quarantine_runs(run: Run, spec: EntitySpec, latest: silver.Commit) -> list[str]:
     """The runs whose quarantine rows a change landing keeps (unknown.py): those named by the table's
     latest commit (``latest``: its metadata) that rejected records of this table. Applying changes does
     not make a key that an earlier landing rejected known: it stays unknown until a snapshot landing

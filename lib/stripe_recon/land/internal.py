@@ -103,12 +103,12 @@ def land_internal(run: Run) -> dict[str, Any]:
         if all(commits.values()):
             manifests = {p: manifest_of(arrived[p], F.col(silver.RAW_HASH)) for p in SPECS}
             same = [unchanged_since(run, [s], manifests[p], spec_id, commits) for p, s in SPECS.items()]
-            if all(same) and same[0]["run_id"] == same[1]["run_id"]:
+            if all(same) and same[0].run_id == same[1].run_id:
                 _check_not_empty(src, inputs, manifests)
-                result = repeat_landing(run, "internal", same[0]["run_id"], manifests, files)
+                result = repeat_landing(run, "internal", same[0].run_id, manifests, files)
                 st.counts.update(ledger_counts(result))
-                st.message = f"format={src.format}{without}; unchanged since run {same[0]['run_id']}: nothing written"
-                return {**result, "paths": {p: w for p, (_, w) in inputs.items()}, "unchanged_since": same[0]["run_id"],
+                st.message = f"format={src.format}{without}; unchanged since run {same[0].run_id}: nothing written"
+                return {**result, "paths": {p: w for p, (_, w) in inputs.items()}, "unchanged_since": same[0].run_id,
                         **{k: st.counts[k] for k in ("rows_in", "landed", "quarantined")}}
 
         # 2. bronze: typed, flagged, new or changed records only
@@ -140,9 +140,9 @@ def land_internal(run: Run) -> dict[str, Any]:
         try:
             for plural, spec in SPECS.items():
                 source = _bronze_of_run(run, plural) if full_bronze[plural] else flagged[plural]
-                landing = {"spec": spec_id, "run_id": run.run_id, "input": manifests[plural],
-                           silver.ABSENT: absent[plural]}
-                pub = publish(run, spec, source, [r.name for r in suite_rules(run, spec)], frames, metadata=landing,
+                landing = silver.Landing(spec=spec_id, run_id=run.run_id, input=manifests[plural],
+                                         absent_columns=tuple(absent[plural]))
+                pub = publish(run, spec, source, [r.name for r in suite_rules(run, spec)], frames, landing=landing,
                               in_memory=in_memory)
                 result[plural] = pub.counts
                 if pub.rejected is not None:

@@ -182,8 +182,8 @@ def _apply(run: Run, spec: EntitySpec, change_rows: DataFrame, n_changes: int, s
             F.col("_event_offset").alias("_source_file"), F.current_timestamp().alias("_ingested_at"))
         arrived = arrived.withColumn(silver.RAW_HASH, silver.row_hash([F.col(c) for c in columns]))
         flagged = _flagged(run, spec.plural, arrived)
-        landing = {"spec": spec_id, "run_id": run.run_id, "input": {"cdc": where}}
-        pub = publish(run, spec, flagged, [r.name for r in suite_rules(run, spec)], frames, metadata=landing,
+        landing = silver.Landing(spec=spec_id, run_id=run.run_id, input={"cdc": where})
+        pub = publish(run, spec, flagged, [r.name for r in suite_rules(run, spec)], frames, landing=landing,
                       changes_only=True, one_per_key=True)
         counts.update(pub.counts)
     if n - n_stale > 0:

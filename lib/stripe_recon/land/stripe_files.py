@@ -101,12 +101,12 @@ def land_stripe_files(run: Run, changes: bool = False) -> dict[str, Any]:
             manifest = manifest_of(lines, line_hash)
             same = unchanged_since(run, list(SPECS.values()), manifest, spec_id, commits)
             if same:
-                per = repeat_landing(run, "stripe", same["run_id"], {"products": manifest, "prices": manifest,
+                per = repeat_landing(run, "stripe", same.run_id, {"products": manifest, "prices": manifest,
                                                                      "unrecognised": manifest},
                                      {p: files for p in ("products", "prices", "unrecognised")})
                 st.counts.update(ledger_counts(per))
-                st.message = f"format={src.format}; unchanged since run {same['run_id']}: nothing written"
-                return {**per, "paths": {"stripe": path}, "unchanged_since": same["run_id"],
+                st.message = f"format={src.format}; unchanged since run {same.run_id}: nothing written"
+                return {**per, "paths": {"stripe": path}, "unchanged_since": same.run_id,
                         **{k: st.counts[k] for k in ("rows_in", "landed", "quarantined")}}
 
         # 2. bronze: every line parsed once, typed and flagged; new or changed lines only
@@ -142,7 +142,7 @@ def land_stripe_files(run: Run, changes: bool = False) -> dict[str, Any]:
         rejected: list[DataFrame] = []
         manifest_rows: list[dict[str, Any]] = []
         frames = records.SmallFrames()
-        landing = {"spec": spec_id, "run_id": run.run_id, "input": manifest}
+        landing = silver.Landing(spec=spec_id, run_id=run.run_id, input=manifest)
         try:
             products_version, product_changes = None, None
             for plural, spec in SPECS.items():
@@ -151,7 +151,7 @@ def land_stripe_files(run: Run, changes: bool = False) -> dict[str, Any]:
                     products = tables.read(spark, run.cfg, tables.SILVER_STRIPE_PRODUCTS).select("id", records.KEY)
                 before = tables.version(spark, run.cfg, spec.silver) if changes else None
                 pub = publish(run, spec, source(spec.entity), [r.name for r in suite_rules(run, spec)], frames,
-                              metadata=landing, products=products, products_version=products_version,
+                              landing=landing, products=products, products_version=products_version,
                               changes_only=changes, in_memory=in_memory,
                               context=context(run, spec.silver, product_changes) if changes else None)
                 if changes and spec.entity == "product":
