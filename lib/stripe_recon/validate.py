@@ -113,7 +113,7 @@ class TableResult:
 def validate_inputs(run) -> dict[str, Any]:
     """Gate the four silver tables; quarantine bad rows; raise HeldError when the gate holds.
 
-    The Spark-only part of each table (its history read, the schema check and the rule counts) and
+    The Spark-only part of each table (its latest-commit read, the schema check and the rule counts) and
     the ledger read for the row-count band run in threads, so their jobs overlap: most of this
     gate's time on a warm session is per-job latency (planning, the Delta snapshot, scheduling), not
     row work. GX, the quarantine and the rewrite then run table by table in this thread."""
@@ -189,7 +189,7 @@ class FirstPass:
 
 
 def _read_and_count(run, st, suite_name: str, table: str) -> FirstPass:
-    """A silver table's latest commit (version and writer metadata, one history read), then the rule
+    """A silver table's latest commit (version and writer metadata, one commit-file read), then the rule
     counts of the table as read right after it (as before the threads: a commit landing between the
     two reads is not guarded against). Spark work only: safe to run in a thread beside the others
     (the version goes into ``st.versions_read``, one key per table)."""
