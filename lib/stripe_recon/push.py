@@ -166,6 +166,15 @@ def _meta_equal(current: dict[str, Any] | None, key: str, value: Any) -> bool:
     return _txt((current or {}).get(key)) == _txt(value)
 
 
+def _create_price_request(create: dict[str, Any], transfer_lookup_key: bool = False) -> sr.StripeRequest:
+    """The create_price request of a planned price (create_price's payload, replace_price's ``create``)."""
+    rec = create.get("recurring") or {}
+    return sr.create_price(create["product"], create["currency"], create["unit_amount"],
+                           interval=rec.get("interval"), interval_count=rec.get("interval_count"),
+                           lookup_key=create.get("lookup_key"), transfer_lookup_key=transfer_lookup_key,
+                           nickname=create.get("nickname"))
+
+
 def _holds(obj: dict[str, Any], values: dict[str, Any]) -> bool:
     """True when ``obj`` has every field of ``values`` (metadata key by key; null == "")."""
     for key, value in values.items():
@@ -268,6 +277,28 @@ class Applier:
                 return None
             raise
 
+    def _verified_update(self, row: dict[str, Any], entity: str, current: dict[str, Any] | None,
+                         payload: dict[str, Any], observed: Any, request: Callable[[], sr.StripeRequest],
+                         before_write: Callable[[dict[str, Any]], None] | None = None) -> tuple[str, str | None]:
+        """An update (or archive) of one Stripe object, verified against ``current`` (the object as
+        Stripe holds it now) before anything is sent: already holding ``payload`` -> applied (a rerun
+        sends nothing); no longer holding what detect observed -> Stale (someone changed it since);
+        else ``before_write`` (given the object) and the write of ``request()`` (built only here, so a
+        payload the builder refuses fails only a correction that would really be sent)."""
+        sid = row["stripe_id"]
+        if current is None:
+            raise Stale(f"{entity} {sid} no longer exists")
+        if _holds(current, payload):
+            return "applied", sid
+        if not _holds(current, _observed_part(observed, payload)):
+            raise Stale(f"{entity} {sid} changed in Stripe since detection")
+        if self.dry_run:
+            return "would_apply", sid
+        if before_write is not None:
+            before_write(current)
+        self._write(request(), row["idempotency_key"])
+        return "applied", sid
+
     # -- products ---------------------------------------------------------------------------------
 
     def _create_product(self, row: dict[str, Any], payload: dict[str, Any], _obs: Any) -> tuple[str, str | None]:
@@ -302,16 +333,8 @@ class Applier:
     def _update_product(self, row: dict[str, Any], payload: dict[str, Any], observed: Any) -> tuple[str, str | None]:
         sid = row["stripe_id"]
         current = self.prefetched or self._retrieve(sr.retrieve_product(sid))
-        if current is None:
-            raise Stale(f"product {sid} no longer exists")
-        if _holds(current, payload):
-            return "applied", sid
-        if not _holds(current, _observed_part(observed, payload)):
-            raise Stale(f"product {sid} changed in Stripe since detection")
-        if self.dry_run:
-            return "would_apply", sid
-        self._write(sr.update_product(sid, **payload), row["idempotency_key"])
-        return "applied", sid
+        return self._verified_update(row, "product", current, payload, observed,
+                                     lambda: sr.update_product(sid, **payload))
 
     _archive_product = _update_product
 
@@ -333,28 +356,18 @@ class Applier:
                 raise Stale(f"lookup_key {lookup_key!r} is already held by {holder['id']} with other attributes")
         if self.dry_run:
             return "would_apply", None
-        rec = payload.get("recurring") or {}
-        req = sr.create_price(payload["product"], payload["currency"], payload["unit_amount"],
-                              interval=rec.get("interval"), interval_count=rec.get("interval_count"),
-                              lookup_key=lookup_key, nickname=payload.get("nickname"))
-        out = self._write(req, row["idempotency_key"])
+        out = self._write(_create_price_request(payload), row["idempotency_key"])
         return "applied", out.get("id")
 
     def _update_price(self, row: dict[str, Any], payload: dict[str, Any], observed: Any) -> tuple[str, str | None]:
         sid = row["stripe_id"]
-        current = self._retrieve(sr.retrieve_price(sid))
-        if current is None:
-            raise Stale(f"price {sid} no longer exists")
-        if _holds(current, payload):
-            return "applied", sid
-        if not _holds(current, _observed_part(observed, payload)):
-            raise Stale(f"price {sid} changed in Stripe since detection")
-        if self.dry_run:
-            return "would_apply", sid
-        if payload.get("active") is False and current.get("active"):
-            self._release_default(current, row["idempotency_key"])
-        self._write(sr.update_price(sid, **payload), row["idempotency_key"])
-        return "applied", sid
+
+        def release_default(current: dict[str, Any]) -> None:
+            if payload.get("active") is False and current.get("active"):
+                self._release_default(current, row["idempotency_key"])
+
+        return self._verified_update(row, "price", self._retrieve(sr.retrieve_price(sid)), payload, observed,
+                                     lambda: sr.update_price(sid, **payload), before_write=release_default)
 
     _archive_price = _update_price
 
@@ -388,11 +401,7 @@ class Applier:
                 raise Stale(f"price {old_id} changed in Stripe since detection (lookup_key/active)")
             if self.dry_run:
                 return "would_apply", None
-            rec = create.get("recurring") or {}
-            req = sr.create_price(create["product"], create["currency"], create["unit_amount"],
-                                  interval=rec.get("interval"), interval_count=rec.get("interval_count"),
-                                  lookup_key=lookup_key, transfer_lookup_key=True, nickname=create.get("nickname"))
-            new_id = self._write(req, idem + "-create")["id"]
+            new_id = self._write(_create_price_request(create, transfer_lookup_key=True), idem + "-create")["id"]
         if self.dry_run:
             return "applied", new_id
         # The old price's product keeps a default price only when the new price stays on it; a price
