@@ -223,7 +223,7 @@ def _vouched_by_landing(run, suite_name: str, table: str, df: DataFrame, commit:
     if not manifest or manifest.get("silver_version") is None:
         return None
     suite = _vouch_unique(suite, commit, table)
-    note = (f"evaluated on every record by land (run {landing['run_id']}) in its own pass; counts recorded in "
+    note = (f"evaluated on every record by land (run {landing.run_id}) in its own pass; counts recorded in "
             "bronze.manifests")
     suite = {**suite, "expectations": [
         {**e, "meta": {**e["meta"], "vouched_by": e["meta"].get("vouched_by") or note}} if e["meta"].get("rule") else e
@@ -237,7 +237,7 @@ def _vouched_by_landing(run, suite_name: str, table: str, df: DataFrame, commit:
     problems = gx_suites.schema_problems(suite, df.schema)
     rules = gx_suites.row_rules(suite, gx_suites.parameters(run.cfg)) if not problems else []
     return FirstPass(suite_name, table, suite, df, rules, res, problems, {}, commit,
-                     seconds=time.monotonic() - t0, landed_by=landing["run_id"])
+                     seconds=time.monotonic() - t0, landed_by=landing.run_id)
 
 
 def _count_rules(run, suite_name: str, table: str, df: DataFrame, commit: dict[str, Any] | None = None,

@@ -479,3 +479,41 @@ def test_uniqueness_vouched_by_the_landing_commit_until_another_writer_commits(s
     assert summary["tables"]["internal_products"]["quarantined"] == 2
     assert_balanced(summary)
     assert keys(spark, cfg, tables.SILVER_INTERNAL_PRODUCTS, "product_id") == ["P2"]
+
+
+def test_row_rules_are_vouched_for_by_the_landing_that_wrote_silver(spark, make_cfg, tmp_path):
+    """After land (which evaluates the suites' row rules in its own pass), validate reads land's
+    recorded counts instead of counting again: each suite without warn row rules names the landing
+    run, the ledger counts equal land's, and a write by another tool ends the vouching."""
+    from stripe_recon import gx_suites
+    from stripe_recon.generate import generate
+    from stripe_recon.land.internal import land_internal
+    from stripe_recon.pipeline import land_stripe
+    from stripe_recon.validate import _read_and_count
+
+    gen = tmp_path / "gen"
+    generate(spark, str(gen), products=24, seed=3, rate=0.04)
+    cfg = make_cfg("sources.internal.format=parquet", f"sources.internal.products={gen}/internal/products.parquet",
+                   f"sources.internal.prices={gen}/internal/prices.parquet", "sources.stripe.mode=files",
+                   f"sources.stripe.path={gen}/stripe")
+    landing = Run.new(spark, cfg)
+    landed = {"internal": land_internal(landing), "stripe": land_stripe(landing)}
+    run = Run.new(spark, cfg)
+
+    def vouched() -> dict[str, str | None]:
+        with run.stage("probe") as st:
+            return {name: _read_and_count(run, st, name, table).landed_by for name, table in INPUT_SUITES}
+
+    warned = {name for name, _ in INPUT_SUITES
+              if any(e["meta"].get("rule") and e["meta"]["severity"] == "warn"
+                     for e in gx_suites.load_suite(name, cfg)["expectations"])}
+    assert vouched() == {name: None if name in warned else landing.run_id for name, _ in INPUT_SUITES}
+    assert set(warned) != {name for name, _ in INPUT_SUITES}  # some suite is vouched for: the path is tested
+    out = validate_inputs(run)
+    side = {"internal_products": ("internal", "products"), "internal_prices": ("internal", "prices"),
+            "stripe_products": ("stripe", "products"), "stripe_prices": ("stripe", "prices")}
+    for name, (s, plural) in side.items():
+        assert out["tables"][name]["valid"] == landed[s][plural]["silver_rows"]
+    tables.append(spark, cfg, tables.SILVER_STRIPE_PRODUCTS,
+                  tables.read(spark, cfg, tables.SILVER_STRIPE_PRODUCTS).limit(1))
+    assert vouched()["stripe_products"] is None
