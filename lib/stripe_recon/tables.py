@@ -366,14 +366,24 @@ class _DeltaLogFiles:
     commits); each commit file holds one JSON action per line, ``commitInfo`` among them (Delta
     writes it with every commit; ``userMetadata`` is the writer's option of that name)."""
 
+    #: Above this many files in ``_delta_log`` the listing is not walked from Python (each file costs
+    #: py4j calls: 0.61 s for a log of 4,320 versions, against 0.12 s for Delta's ``history(1)``).
+    MAX_WALKED = 400
+
     def __init__(self, spark: SparkSession, path: str) -> None:
         jvm = spark._jvm
-        self._jvm = jvm
+        self._spark, self._path, self._jvm = spark, path, jvm
         self._dir = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log")
         self._fs = self._dir.getFileSystem(spark._jsc.hadoopConfiguration())
 
     def latest_version(self) -> int | None:
-        names = (status.getPath().getName() for status in self._fs.listStatus(self._dir))
+        statuses = self._fs.listStatus(self._dir)
+        if len(statuses) > self.MAX_WALKED:  # a long-lived table: one Spark job is cheaper than the walk
+            from delta.tables import DeltaTable
+
+            row = DeltaTable.forPath(self._spark, self._path).history(1).select("version").first()
+            return int(row[0]) if row else None
+        names = (status.getPath().getName() for status in statuses)
         versions = [int(n[:20]) for n in names if len(n) == 25 and n.endswith(".json") and n[:20].isdigit()]
         return max(versions, default=None)
 

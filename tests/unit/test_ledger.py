@@ -99,7 +99,7 @@ def test_local_rows_hold_every_value_exactly_and_refuse_a_wrong_type(spark):
         tables.local_rows(spark, [{"n": "not a number"}], bad).collect()
 
 
-def test_commit_metadata_is_read_from_the_log_as_delta_history_reports_it(spark, cfg):
+def test_commit_metadata_is_read_from_the_log_as_delta_history_reports_it(spark, cfg, monkeypatch):
     """tables.last_commit / commit_at read the commit files themselves; Delta's history is the referee:
     every version (appends, an overwrite, a MERGE, a delete, a checkpoint), with and without metadata."""
     import json
@@ -122,3 +122,6 @@ def test_commit_metadata_is_read_from_the_log_as_delta_history_reports_it(spark,
     for version, meta in history.items():
         assert tables.commit_at(spark, cfg, name, version) == (json.loads(meta) if meta else {})
     assert tables.commit_at(spark, cfg, name, max(history) + 1) == {}
+    # a long log (more files than are walked from Python) gives the same answer through Delta's history
+    monkeypatch.setattr(tables._DeltaLogFiles, "MAX_WALKED", 2)
+    assert tables.last_commit(spark, cfg, name) == (max(history), {"n": 4, "text": 'a "quoted" value'})
